@@ -1,0 +1,5 @@
+"""Command-line entry points."""
+
+from vlmtune.cli.main import main
+
+__all__ = ["main"]

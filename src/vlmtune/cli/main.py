@@ -1,0 +1,44 @@
+"""The `vlmtune` command: a thin layer that parses options into typed configs and calls the library."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from vlmtune.cli.options import config_options
+from vlmtune.config import QuickstartConfig, load_config
+from vlmtune.errors import VlmtuneError
+
+
+class _Group(click.Group):
+    """Print user errors as one clear line, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VlmtuneError as e:
+            click.secho(f"error: {e}", fg="red", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="vlmtune")
+def main() -> None:
+    """vlmtune: customize vision-language models on your own hardware."""
+    # The tokenizer's thread pool would otherwise warn after torch forks data workers.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@main.command()
+@config_options(QuickstartConfig)
+def quickstart(config_file, **overrides) -> None:
+    """Synthetic data -> base eval -> fine-tune -> eval -> report, on the embedded tiny model by default."""
+    cfg = load_config(QuickstartConfig, config_file, overrides)
+    from vlmtune.quickstart import quickstart as run  # heavy imports (torch) only when a command runs
+
+    report = run(cfg)
+    click.echo(f"report: {cfg.out / 'report.md'} (also report.html, report.json, loss_curve.png, metrics.png)")
+    if report["seconds"]["total"]:
+        click.echo(f"total {report['seconds']['total']:.0f} s")

@@ -1,0 +1,48 @@
+"""Metric loggers behind one small protocol: log(row), close()."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Protocol
+
+# The managed service's artifact layout, so users' existing plotting scripts keep working.
+TRAIN_CSV = Path("training_artifacts/step_wise_training_metrics.csv")
+VAL_CSV = Path("validation_artifacts/post_fine_tuning_validation/validation/validation_metrics.csv")
+TRAIN_COLUMNS = ("step_number", "epoch_number", "training_loss", "perplexity")
+VAL_COLUMNS = ("step_number", "epoch_number", "validation_loss", "perplexity")
+
+
+class MetricLogger(Protocol):
+    def log(self, row: dict) -> None: ...
+    def close(self) -> None: ...
+
+
+class CsvLogger:
+    """Append rows to a CSV, flushing each one so a crash keeps everything logged so far."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict] = []
+        self._file = open(path, "w", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="ignore")
+        self._writer.writeheader()
+
+    def log(self, row: dict) -> None:
+        self.rows.append(row)
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), capped so a diverged run logs a number rather than inf."""
+    return math.exp(min(loss, 50.0))
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
