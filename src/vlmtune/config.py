@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vlmtune.errors import VlmtuneError
 
@@ -31,12 +31,62 @@ class Hyperparameters(BaseModel):
     warmup_steps: int = Field(20, ge=0, validation_alias=_alias("warmup_steps", "learningRateWarmupSteps"), description="linear warm-up steps (service: learningRateWarmupSteps)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
-    method: Literal["auto", "lora", "full"] = Field("auto", description="auto: full fine-tuning for the embedded tiny model, LoRA for real models")
+    learning_rate_multiplier: float = Field(1.0, gt=0, le=10, validation_alias=_alias("learning_rate_multiplier", "learningRateMultiplier"), description="scales learning_rate (service: learningRateMultiplier)")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step; batch_size stays the examples per step")
+    lr_scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="decay after warm-up")
+    method: Literal["auto", "lora", "qlora", "full"] = Field("auto", description="auto: full fine-tuning for models under 50M parameters (the embedded tiny), LoRA above")
     lora_rank: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    lora_target: str = Field("", description="regex of module names for LoRA; empty = the family's language-model projections")
+    lora_vision: bool = Field(False, description="also put LoRA on the vision tower")
+    lora_projector: bool = Field(False, description="also put LoRA on the vision-language projector")
+    freeze_vision: bool = Field(False, description="full fine-tuning: keep the vision tower frozen")
+    freeze_projector: bool = Field(False, description="full fine-tuning: keep the projector frozen")
+    freeze_language_model: bool = Field(False, description="full fine-tuning: keep the language model frozen")
+    vision_learning_rate: float = Field(0.0, ge=0, description="learning rate for the vision tower; 0 = learning_rate")
+    projector_learning_rate: float = Field(0.0, ge=0, description="learning rate for the projector; 0 = learning_rate")
+    early_stopping_patience: int = Field(0, ge=0, le=100, validation_alias=_alias("early_stopping_patience", "earlyStoppingPatience"), description="stop after this many validations without improvement; 0 = off (service: earlyStoppingPatience)")
+    early_stopping_threshold: float = Field(0.001, ge=0, validation_alias=_alias("early_stopping_threshold", "earlyStoppingThreshold"), description="smallest drop in validation loss that counts as improvement (service: earlyStoppingThreshold)")
+    eval_every_steps: int = Field(0, ge=0, description="validation loss every N optimizer steps as well as at each epoch end; 0 = epoch ends only")
+    generate_eval_task: str = Field("", description="also score generated answers on the validation split with this task (charts, chartqa, vqa, w2, extraction, ...); empty = off")
+    generate_eval_every_steps: int = Field(0, ge=0, description="generation-based validation every N steps (0 = at each validation)")
+    generate_eval_samples: int = Field(64, ge=1, description="validation records answered for the generation metric")
+    save_every_steps: int = Field(0, ge=0, description="checkpoint every N steps as well as at each validation; 0 = at validations only")
+    max_length: int = Field(2048, ge=16, description="longest record in tokens; longer records are dropped or stop the run (on_too_long)")
+    on_too_long: Literal["drop", "error"] = Field("drop", description="what to do with a record over max_length (truncation would cut image tokens or the answer)")
+    max_pixels: int = Field(1_003_520, ge=256, description="images are downscaled to at most this many pixels before the processor sees them")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU")
     seed: int = Field(42, description="seed for initialisation, data order and sampling")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    target: str = Field("generic", description="check hyperparameters against a managed-service model's ranges: generic, llama3.2-11b, llama3.2-90b, nova-lite, nova-micro, nova-pro, claude-haiku")
+
+    @model_validator(mode="after")
+    def _check_target(self):
+        from vlmtune.training.service_ranges import DEFAULTS, TARGETS, check_ranges
+
+        if self.target not in TARGETS:
+            raise ValueError(f"target: expected one of {', '.join(TARGETS)}, found {self.target!r}")
+        for name, value in DEFAULTS.get(self.target, {}).items():
+            if name not in self.model_fields_set:
+                setattr(self, name, type(getattr(self, name))(value))
+        check_ranges(self.target, self.model_dump())
+        return self
+
+    @property
+    def peak_learning_rate(self) -> float:
+        return self.learning_rate * self.learning_rate_multiplier
+
+
+class TrainConfig(Hyperparameters):
+    """`vlmtune train`: fine-tune a model on a training file, validating on a validation file."""
+
+    model: str = Field("tiny", description="'tiny' (embedded), 'tiny-<family>', a hub id or a local model folder")
+    train_data: Path = Field(..., description="training data (bedrock-conversation-2024 JSONL)")
+    val_data: Path | None = Field(None, description="validation data; without it no validation loss or early stopping")
+    output: Path = Field(Path("runs/latest"), description="run folder: checkpoints, metrics, model or adapter")
+    images_root: Path | None = Field(None, description="folder that relative image paths resolve against; default each data file's folder")
+    overwrite: bool = Field(False, description="start over even if the output folder holds a finished or resumable run")
 
 
 class QuickstartConfig(Hyperparameters):
@@ -64,6 +114,8 @@ def load_config(cls: type[BaseModel], yaml_path: Path | None, overrides: dict) -
         return cls.model_validate(values)
     except ValidationError as e:
         raise VlmtuneError(_explain(e, yaml_path)) from None
+    except VlmtuneError as e:
+        raise VlmtuneError(f"{yaml_path}: {e}" if yaml_path else str(e)) from None
 
 
 def _read_yaml(path: Path) -> dict:
@@ -83,6 +135,8 @@ def _explain(error: ValidationError, source: Path | None) -> str:
     lines = []
     for err in error.errors():
         name = ".".join(str(p) for p in err["loc"]) or "config"
-        found = err.get("input")
-        lines.append(f"{where}option {name!r}: {err['msg']}; found {found!r}")
+        if err["type"] == "value_error":  # our own validators already say what was found
+            lines.append(f"{where}{err['msg'].removeprefix('Value error, ')}")
+            continue
+        lines.append(f"{where}option {name!r}: {err['msg']}; found {err.get('input')!r}")
     return "\n".join(lines)

@@ -45,7 +45,7 @@ def quickstart(cfg: QuickstartConfig) -> dict:
 
     # ------------------------------------------------------------------ fine-tune
     console.rule("[bold]3/5 fine-tune")
-    trained = finetune(model, processor, splits["train"], splits["validation"], out / "data", cfg, out / "run")
+    trained = finetune(model, processor, splits["train"], splits["validation"], out / "data", cfg, out / "run", resume=False)
     seconds["fine_tune"] = _lap(clock, seconds)
 
     # ------------------------------------------------------------------ fine-tuned model

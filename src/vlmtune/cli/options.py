@@ -24,13 +24,13 @@ def config_options(model: type[BaseModel]):
     def decorate(func):
         for name, field in reversed(list(model.model_fields.items())):
             default = field.default if not isinstance(field.default, Path) else str(field.default)
-            func = click.option(
-                f"--{name.replace('_', '-')}",
-                name,
-                type=_click_type(field.annotation),
-                default=None,
-                help=f"{field.description or ''} [default: {default}]",
-            )(func)
+            flag = name.replace("_", "-")
+            help_text = f"{field.description or ''} " + ("[required]" if field.is_required() else f"[default: {default}]")
+            if field.annotation is bool:  # --overwrite / --no-overwrite
+                func = click.option(f"--{flag}/--no-{flag}", name, default=None, help=help_text)(func)
+                continue
+            metavar = {int: "INTEGER", float: "NUMBER"}.get(field.annotation)
+            func = click.option(f"--{flag}", name, type=_click_type(field.annotation), default=None, help=help_text, metavar=metavar)(func)
         return click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
                             help="YAML file with any of these options; command-line values win")(func)
 

@@ -18,24 +18,50 @@ class Generation:
     text: str
     input_tokens: int
     output_tokens: int
+    # "end_turn" (the model ended its turn), "max_tokens" (cut by the cap) or "stop_sequence".
+    finish_reason: str = "end_turn"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings; temperature 0 means greedy."""
+
+    max_new_tokens: int = 16
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
 
 
 @torch.no_grad()
-def generate_batch(model, processor, records: list[Record], images: list[list], max_new_tokens: int) -> list[Generation]:
-    """Greedy-decode one left-padded batch; token counts exclude padding."""
+def generate_batch(model, processor, records: list[Record], images: list[list], max_new_tokens: int | None = None,
+                   sampling: Sampling | None = None, logits_processor=None) -> list[Generation]:
+    """Decode one left-padded batch; token counts exclude padding; text is cut at the first stop string."""
+    sampling = sampling or Sampling(max_new_tokens=max_new_tokens or 16)
     enc = encode_prompts(processor, records, images).to(model.device)
-    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
+    kwargs = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p} if sampling.temperature > 0 else {"do_sample": False}
+    if sampling.stop:
+        kwargs |= {"stop_strings": list(sampling.stop), "tokenizer": processor.tokenizer}
+    if logits_processor is not None:
+        kwargs["logits_processor"] = logits_processor
+    out = model.generate(**enc, max_new_tokens=sampling.max_new_tokens, **kwargs)
     new = out[:, enc["input_ids"].shape[1] :]
-    tok = processor.tokenizer
-    results = []
-    for row, mask in zip(new, enc["attention_mask"]):
-        ids = row.tolist()
-        if tok.eos_token_id in ids:
-            ids = ids[: ids.index(tok.eos_token_id) + 1]
-        n_out = sum(1 for i in ids if i != tok.pad_token_id)
-        text = tok.decode(ids, skip_special_tokens=True).strip()
-        results.append(Generation(text, int(mask.sum()), n_out))
-    return results
+    return [_decode(processor.tokenizer, row.tolist(), int(mask.sum()), sampling) for row, mask in zip(new, enc["attention_mask"])]
+
+
+def _decode(tok, ids: list[int], n_input: int, sampling: Sampling) -> Generation:
+    """Trim one row at its end-of-turn token or stop string and say why it ended."""
+    ids = [i for i in ids if i != tok.pad_token_id or i == tok.eos_token_id]
+    reason = "max_tokens"
+    if tok.eos_token_id in ids:
+        ids, reason = ids[: ids.index(tok.eos_token_id) + 1], "end_turn"
+    text = tok.decode(ids, skip_special_tokens=True)
+    for stop in sampling.stop:
+        if stop in text:
+            text, reason = text[: text.index(stop)], "stop_sequence"
+    return Generation(text.strip(), n_input, len(ids), reason)
 
 
 def generate(model, processor, records: list[Record], images_root: Path, batch_size: int = 16,

@@ -1,33 +1,46 @@
-"""The fine-tuning recipe, top to bottom: setup -> train -> validate each epoch -> save.
+"""The fine-tuning recipe, top to bottom: setup -> (resume) -> train -> validate -> checkpoint -> save.
 
-Thin but real: AdamW, linear warm-up and decay, clipping, assistant-only labels, validation loss each
-epoch, the managed service's metric CSVs. The training issue deepens it (accumulation, early stopping,
-crash-safe checkpoints); the loop stays visible here rather than inside a framework.
+One loop, visible here: AdamW with per-part learning rates, warm-up then linear/cosine decay, gradient
+accumulation, clipping, bf16 autocast on GPU, validation loss every N steps and each epoch, the managed
+service's early stopping, atomic checkpoints that a re-run resumes from, and the service's metric CSVs.
+It runs the same under `accelerate launch` (DDP): each process takes its slice of every global batch.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
-from transformers import get_scheduler
+from accelerate import Accelerator, DistributedDataParallelKwargs
 
 from vlmtune.config import Hyperparameters
-from vlmtune.data.images import load_record_images
-from vlmtune.data.record import Record
-from vlmtune.io import write_text
-from vlmtune.models.families import family_of
+from vlmtune.io import write_json, write_text
 from vlmtune.models.loading import count_parameters
-from vlmtune.progress import progress_bar
-from vlmtune.training.encode import IGNORE_INDEX, collate, encode_record
-from vlmtune.training.metric_logging import TRAIN_COLUMNS, TRAIN_CSV, VAL_COLUMNS, VAL_CSV, CsvLogger, perplexity
+from vlmtune.progress import console, progress_bar
+from vlmtune.reports.plots import loss_curve
+from vlmtune.training import checkpoint as ckpt
+from vlmtune.training.data import EncodedSet, encode_dataset, label_tokens
+from vlmtune.training.early_stopping import EarlyStopping
+from vlmtune.training.encode import collate
+from vlmtune.training.metric_logging import (
+    GEN_CSV,
+    TRAIN_COLUMNS,
+    TRAIN_CSV,
+    VAL_COLUMNS,
+    VAL_CSV,
+    CsvLogger,
+    GenerationLogger,
+    perplexity,
+    read_csv,
+)
+from vlmtune.training.setup import build_optimizer, build_scheduler, check_method_possible, prepare_model, resolve_method
 
-# Models under this size are fine-tuned in full: LoRA on a random-init toy has too little to adapt.
-FULL_FINETUNE_MAX_PARAMS = 50_000_000
+COMPLETE = "run_complete.json"
 
 
 @dataclass
@@ -39,110 +52,210 @@ class TrainResult:
     train_log: list[dict] = field(default_factory=list)
     val_log: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    stopped_early: bool = False
+    dropped: dict = field(default_factory=dict)
 
 
-def finetune(model, processor, train: list[Record], val: list[Record], images_root: Path,
-             hp: Hyperparameters, out_dir: Path) -> TrainResult:
-    """Fine-tune `model` on `train`, report validation loss each epoch, save into `out_dir`."""
+def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameters, out_dir: Path,
+             *, resume: bool = True) -> TrainResult:
+    """Fine-tune `model` on `train` (validating on `val`), writing everything into `out_dir`."""
     # ------------------------------------------------------------------ setup
     torch.manual_seed(hp.seed)
-    method, model = prepare_model(model, hp)
+    method = resolve_method(model, hp)
+    check_method_possible(method)
+    if not resume:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    # Some towers carry layers a VLM never uses (SigLIP's post_layernorm under LLaVA); DDP must not wait for them.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    acc = Accelerator(cpu=hp.device == "cpu" or not torch.cuda.is_available(), mixed_precision=_precision(hp), kwargs_handlers=[ddp])
+    model = prepare_model(model, method, hp)
     trainable, total = count_parameters(model)
-    train_set = encode_all(processor, train, images_root, "encoding train")
-    val_set = encode_all(processor, val, images_root, "encoding validation")
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    limits = (hp.max_length, hp.on_too_long, hp.max_pixels)
+    train_set = encode_dataset(processor, train, images_root, *limits, "encoding train")
+    val_set = encode_dataset(processor, val, images_root, *limits, "encoding validation") if val else EncodedSet([])
+    optimizer = build_optimizer(model, hp)
     steps_per_epoch = math.ceil(len(train_set) / hp.batch_size)
     total_steps = steps_per_epoch * hp.epochs
-    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=min(hp.warmup_steps, total_steps), num_training_steps=total_steps)
-    train_log = CsvLogger(out_dir / TRAIN_CSV, TRAIN_COLUMNS)
-    val_log = CsvLogger(out_dir / VAL_CSV, VAL_COLUMNS)
-    order_rng = torch.Generator().manual_seed(hp.seed)
+    scheduler = build_scheduler(optimizer, hp, total_steps)
+    model, optimizer = acc.prepare(model, optimizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+    early = EarlyStopping(hp.early_stopping_patience, hp.early_stopping_threshold)
     pad_id = processor.tokenizer.pad_token_id
-    started = time.perf_counter()
+
+    # ------------------------------------------------------------------ resume
+    step, kept_rows = 0, {"train": [], "val": []}
+    last = ckpt.list_checkpoints(out_dir)[-1:] if resume else []
+    if last:
+        state = ckpt.load_checkpoint(last[0], acc.unwrap_model(model), optimizer, scheduler)
+        step, kept_rows = state["step"], _rows_up_to(out_dir, state["step"])
+        early.load_state_dict(state["early_stopping"])
+        console.print(f"resuming from {last[0]} (step {step} of {total_steps})")
+    train_log = CsvLogger(out_dir / TRAIN_CSV, TRAIN_COLUMNS, kept_rows["train"], enabled=acc.is_main_process)
+    val_log = CsvLogger(out_dir / VAL_CSV, VAL_COLUMNS, kept_rows["val"], enabled=acc.is_main_process)
+    gen_log = GenerationLogger(out_dir / GEN_CSV, enabled=acc.is_main_process and bool(hp.generate_eval_task))
 
     # ------------------------------------------------------------------ train
-    step = 0
+    started, stopped_early = time.perf_counter(), False
     with progress_bar(f"fine-tuning ({method})", total=total_steps) as advance:
-        for epoch in range(1, hp.epochs + 1):
-            model.train()
-            order = torch.randperm(len(train_set), generator=order_rng).tolist()
-            for start in range(0, len(order), hp.batch_size):
-                batch = collate([train_set[i] for i in order[start : start + hp.batch_size]], pad_id)
-                t0 = time.perf_counter()
-                loss = train_step(model, batch, optimizer, scheduler, params, hp.max_grad_norm)
-                step += 1
-                train_log.log({"step_number": step, "epoch_number": epoch, "training_loss": loss, "perplexity": perplexity(loss)})
-                tokens_per_s = int(batch["attention_mask"].sum()) / (time.perf_counter() - t0)
-                advance(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}", tok_s=f"{tokens_per_s:,.0f}")
-            # -------------------------------------------------------------- validate
-            val_loss = validation_loss(model, val_set, hp.batch_size, pad_id)
-            val_log.log({"step_number": step, "epoch_number": epoch, "validation_loss": val_loss, "perplexity": perplexity(val_loss)})
-    train_log.close()
-    val_log.close()
+        advance(step)
+        while step < total_steps and not stopped_early:
+            epoch, index = divmod(step, steps_per_epoch)
+            order = _epoch_order(len(train_set), hp.seed, epoch)
+            batch = [train_set.examples[i] for i in order[index * hp.batch_size : (index + 1) * hp.batch_size]]
+            t0 = time.perf_counter()
+            loss, tokens = optimizer_step(acc, model, batch, optimizer, scheduler, params, hp, pad_id)
+            step += 1
+            train_log.log({"step_number": step, "epoch_number": epoch + 1, "training_loss": loss, "perplexity": perplexity(loss)})
+            advance(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}", tok_s=f"{tokens / (time.perf_counter() - t0):,.0f}")
+            # -------------------------------------------------------------- validate and checkpoint
+            epoch_end = step % steps_per_epoch == 0
+            if val_set.examples and (epoch_end or (hp.eval_every_steps and step % hp.eval_every_steps == 0)):
+                val_loss = validation_loss(acc, model, val_set.examples, hp.batch_size, pad_id)
+                val_log.log({"step_number": step, "epoch_number": epoch + 1, "validation_loss": val_loss, "perplexity": perplexity(val_loss)})
+                if early.update(val_loss) and acc.is_main_process:
+                    save_model(acc.unwrap_model(model), processor, out_dir / "best")
+                stopped_early = early.should_stop
+            if hp.generate_eval_task and val and (epoch_end or _due(step, hp.generate_eval_every_steps or hp.eval_every_steps)):
+                gen_log.log({"step_number": step, "epoch_number": epoch + 1} | generation_metrics(acc.unwrap_model(model), processor, val, images_root, hp))
+            if epoch_end or stopped_early or (hp.save_every_steps and step % hp.save_every_steps == 0):
+                if acc.is_main_process:
+                    ckpt.save_checkpoint(out_dir, step, acc.unwrap_model(model), optimizer, scheduler, {"early_stopping": early.state_dict()})
+                acc.wait_for_everyone()
+    for log in (train_log, val_log, gen_log):
+        log.close()
 
     # ------------------------------------------------------------------ save
-    save_trained(model, processor, method, hp, out_dir)
+    model = acc.unwrap_model(model)
+    if acc.is_main_process:
+        finish_run(model, processor, method, hp, out_dir, train_log.rows, val_log.rows, stopped_early, acc.num_processes)
+    acc.wait_for_everyone()
     model.eval()
-    return TrainResult(model, method, trainable, total, train_log.rows, val_log.rows, time.perf_counter() - started)
+    return TrainResult(model, method, trainable, total, train_log.rows, val_log.rows, time.perf_counter() - started,
+                       stopped_early, dict(train_set.dropped))
 
 
-def prepare_model(model, hp: Hyperparameters):
-    """Choose full or LoRA, set requires_grad, and return (method, model)."""
-    method = hp.method
-    if method == "auto":
-        _, total = count_parameters(model)
-        method = "full" if total <= FULL_FINETUNE_MAX_PARAMS else "lora"
-    if method == "full":
-        model.requires_grad_(True)
-        return method, model
-    config = LoraConfig(r=hp.lora_rank, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout,
-                        target_modules=family_of(model).lora_target)
-    return method, get_peft_model(model, config)
+def optimizer_step(acc, model, batch: list[dict], optimizer, scheduler, params, hp: Hyperparameters, pad_id: int) -> tuple[float, int]:
+    """One optimizer step over a global batch: this process's slice, in micro-batches; returns the global loss.
 
-
-def encode_all(processor, records: list[Record], images_root: Path, description: str) -> list[dict]:
-    """Tokenize and preprocess every record once; epochs then reuse the tensors."""
-    encoded = []
-    with progress_bar(description, total=len(records)) as advance:
-        for r in records:
-            encoded.append(encode_record(processor, r, load_record_images(r, images_root)))
-            advance()
-    return encoded
-
-
-def train_step(model, batch, optimizer, scheduler, params, max_grad_norm: float) -> float:
-    batch = {k: v.to(model.device) for k, v in batch.items()}
-    loss = model(**batch).loss
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    Each micro-batch's loss is its summed token loss divided by the label tokens of the whole global batch,
+    so any split into processes and micro-batches gives the same gradient as one big batch (DDP averages
+    gradients across processes, hence the factor num_processes).
+    """
+    n_tokens = sum(label_tokens(e) for e in batch)
+    mine = batch[acc.process_index :: acc.num_processes]
+    size = math.ceil(len(mine) / hp.gradient_accumulation_steps) or 1
+    micro = [mine[i : i + size] for i in range(0, len(mine), size)]
+    model.train()
+    local = torch.zeros((), device=acc.device)
+    for i, examples in enumerate(micro):
+        inputs = {k: v.to(acc.device) for k, v in collate(examples, pad_id).items()}
+        sync = acc.no_sync(model) if i < len(micro) - 1 else nullcontext()
+        with sync, acc.autocast():
+            loss = model(**inputs, num_items_in_batch=torch.tensor(n_tokens, device=acc.device)).loss
+            acc.backward(loss * acc.num_processes)
+        local += loss.detach().float()
+    acc.clip_grad_norm_(params, hp.max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(loss.detach())
+    tokens = sum(int(e["attention_mask"].sum()) for e in mine)
+    return float(acc.reduce(local, reduction="sum")), tokens
 
 
 @torch.no_grad()
-def validation_loss(model, dataset: list[dict], batch_size: int, pad_id: int) -> float:
-    """Mean loss per assistant token over the whole validation set (not a mean of batch means)."""
+def validation_loss(acc, model, examples: list[dict], batch_size: int, pad_id: int) -> float:
+    """Mean loss per assistant token over the whole validation set, summed over all processes."""
     model.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(dataset), batch_size):
-        batch = {k: v.to(model.device) for k, v in collate(dataset[start : start + batch_size], pad_id).items()}
-        n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-        total += float(model(**batch).loss) * n
-        count += n
+    totals = torch.zeros(2, device=acc.device)
+    mine = examples[acc.process_index :: acc.num_processes]
+    for start in range(0, len(mine), batch_size):
+        chunk = mine[start : start + batch_size]
+        n = sum(label_tokens(e) for e in chunk)
+        inputs = {k: v.to(acc.device) for k, v in collate(chunk, pad_id).items()}
+        with acc.autocast():
+            loss = model(**inputs, num_items_in_batch=torch.tensor(n, device=acc.device)).loss
+        totals += torch.stack([loss.float() * n, torch.tensor(float(n), device=acc.device)])  # loss is sum / n
+    totals = acc.reduce(totals, reduction="sum")
     model.train()
-    return total / max(count, 1)
+    return float(totals[0] / totals[1].clamp(min=1))
 
 
-def save_trained(model, processor, method: str, hp: Hyperparameters, out_dir: Path) -> None:
-    """Full runs save a loadable model folder; LoRA runs save the adapter. The resolved config goes beside."""
-    target = out_dir / ("adapter" if method == "lora" else "model")
-    model.save_pretrained(target)
+def generation_metrics(model, processor, val, images_root: Path, hp: Hyperparameters) -> dict[str, float]:
+    """Answer the first validation records and score them with the task's metrics (greedy)."""
+    from vlmtune.evaluation.run import evaluate_records
+
+    _, metrics = evaluate_records(model, processor, val[: hp.generate_eval_samples], hp.generate_eval_task, images_root,
+                                  batch_size=hp.batch_size, description="validation answers")
+    model.train()
+    return {k: v for k, v in metrics["overall"].items() if isinstance(v, (int, float))}
+
+
+def _due(step: int, every: int) -> bool:
+    return bool(every) and step % every == 0
+
+
+def save_model(model, processor, folder: Path) -> None:
+    """Save an adapter or a full model with its processor, atomically (temporary folder, then rename)."""
+    tmp = folder.with_name(f".tmp-{folder.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def finish_run(model, processor, method: str, hp: Hyperparameters, out_dir: Path, train_rows, val_rows,
+               stopped_early: bool, processes: int = 1) -> None:
+    """The deliverable is the best validated weights when there was validation, else the last ones."""
+    target = out_dir / ("model" if method == "full" else "adapter")
+    best = out_dir / "best"
+    if best.is_dir():
+        _load_weights(model, best, method)
+        shutil.rmtree(target, ignore_errors=True)
+        best.rename(target)
+    else:
+        save_model(model, processor, target)
+    write_text(out_dir / "config.yaml", _yaml(hp.model_dump(mode="json") | {"resolved_method": method}))
+    loss_curve(train_rows, val_rows, out_dir / "loss_curve.png")
+    best_val = min((r["validation_loss"] for r in val_rows), default=None)
+    write_json(out_dir / COMPLETE, {"method": method, "steps": len(train_rows), "stopped_early": stopped_early,
+                                    "final_training_loss": train_rows[-1]["training_loss"] if train_rows else None,
+                                    "best_validation_loss": best_val, "weights": target.name, "processes": processes})
+
+
+def _load_weights(model, folder: Path, method: str) -> None:
+    """Put the best checkpoint's weights back into the in-memory model, so callers evaluate what was saved."""
+    from safetensors.torch import load_file
+
+    name = "adapter_model.safetensors" if method != "full" else "model.safetensors"
+    files = [folder / name] if (folder / name).is_file() else sorted(folder.glob("*.safetensors"))
+    state = {}
+    for f in files:
+        state |= load_file(f)
     if method == "full":
-        processor.save_pretrained(target)
-    write_text(out_dir / "hyperparameters.yaml", _yaml(hp.model_dump(mode="json") | {"resolved_method": method}))
+        model.load_state_dict(state, strict=False)
+    else:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, state)
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The data order of an epoch depends only on (seed, epoch), so a resumed run sees the same order."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+
+
+def _rows_up_to(out_dir: Path, step: int) -> dict[str, list[dict]]:
+    rows = {}
+    for key, path in (("train", out_dir / TRAIN_CSV), ("val", out_dir / VAL_CSV)):
+        rows[key] = [r for r in read_csv(path) if r["step_number"] <= step] if path.is_file() else []
+    return rows
+
+
+def _precision(hp: Hyperparameters) -> str:
+    if hp.precision == "auto":
+        return "bf16" if torch.cuda.is_available() and hp.device != "cpu" else "no"
+    return {"fp32": "no"}.get(hp.precision, hp.precision)
 
 
 def _yaml(values: dict) -> str:

@@ -1,0 +1,71 @@
+"""`vlmtune train`: read the data, load the model, check the output folder, run the recipe."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from vlmtune.config import TrainConfig
+from vlmtune.data.formats.bedrock import read_bedrock
+from vlmtune.data.record import ImagePart, Message, Record
+from vlmtune.errors import VlmtuneError
+from vlmtune.io import write_text
+from vlmtune.models.loading import load_model
+from vlmtune.training.checkpoint import list_checkpoints
+from vlmtune.training.recipe import COMPLETE, TrainResult, finetune
+
+RUN_CONFIG = "run_config.yaml"
+
+
+def read_records(path: Path, images_root: Path | None) -> list[Record]:
+    """Read a data file and make its image paths absolute, so train and validation files can live apart."""
+    root = Path(images_root or Path(path).parent).resolve()
+    return [_absolute(r, root) for r in read_bedrock(path)]
+
+
+def _absolute(record: Record, root: Path) -> Record:
+    def fix(part):
+        if isinstance(part, ImagePart) and not part.source.startswith("s3://") and not Path(part.source).is_absolute():
+            return replace(part, source=str(root / part.source))
+        return part
+
+    return replace(record, messages=tuple(Message(m.role, tuple(fix(p) for p in m.content)) for m in record.messages))
+
+
+def check_output(cfg: TrainConfig) -> bool:
+    """Decide between a fresh start and a resume; refuse to mix two different runs in one folder."""
+    out = cfg.output
+    if cfg.overwrite:
+        return False
+    if (out / COMPLETE).is_file():
+        raise VlmtuneError(f"{out}: holds a finished run; choose another --output or pass --overwrite")
+    saved = out / RUN_CONFIG
+    if list_checkpoints(out) and saved.is_file():
+        before = yaml.safe_load(saved.read_text())
+        now = _comparable(cfg)
+        changed = sorted(k for k in now if before.get(k) != now[k])
+        if changed:
+            raise VlmtuneError(f"{out}: holds an unfinished run with different settings ({', '.join(changed)}); "
+                               "re-run with the same options to resume, or pass --overwrite")
+        return True
+    return False
+
+
+def _comparable(cfg: TrainConfig) -> dict:
+    return {k: v for k, v in cfg.model_dump(mode="json").items() if k != "overwrite"}
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run `vlmtune train` end to end; re-running the same command after a crash resumes."""
+    resume = check_output(cfg)
+    train_records = read_records(cfg.train_data, cfg.images_root)
+    val_records = read_records(cfg.val_data, cfg.images_root) if cfg.val_data else []
+    model, processor = load_model(cfg.model, cfg.device, seed=cfg.seed)
+    if not resume:
+        import shutil
+
+        shutil.rmtree(cfg.output, ignore_errors=True)
+    write_text(cfg.output / RUN_CONFIG, yaml.safe_dump(_comparable(cfg), sort_keys=False))
+    return finetune(model, processor, train_records, val_records, Path("/"), cfg, cfg.output, resume=True)

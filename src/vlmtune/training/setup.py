@@ -1,0 +1,89 @@
+"""Everything the recipe sets up before its loop: method, trainable parameters, optimizer, schedule."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import get_scheduler
+
+from vlmtune.config import Hyperparameters
+from vlmtune.errors import VlmtuneError
+from vlmtune.models.families import family_of
+from vlmtune.models.loading import count_parameters
+
+# Models under this size are fine-tuned in full: LoRA on a random-init toy has too little to adapt.
+FULL_FINETUNE_MAX_PARAMS = 50_000_000
+# Fallback module-name patterns for families that do not say where their vision parts are.
+VISION_DEFAULT = r"(vision_tower|vision_model|visual)\."
+PROJECTOR_DEFAULT = r"(multi_modal_projector|mm_projector|connector|merger)\."
+
+
+def resolve_method(model, hp: Hyperparameters) -> str:
+    if hp.method != "auto":
+        return hp.method
+    return "full" if count_parameters(model)[1] <= FULL_FINETUNE_MAX_PARAMS else "lora"
+
+
+def check_method_possible(method: str) -> None:
+    """QLoRA needs a CUDA GPU and bitsandbytes; say so before anything is loaded or written."""
+    if method != "qlora":
+        return
+    if not torch.cuda.is_available():
+        raise VlmtuneError("method 'qlora': expected a CUDA GPU (4-bit weights need bitsandbytes on CUDA), found none; use --method lora")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise VlmtuneError("method 'qlora': expected the bitsandbytes package, found it missing; pip install bitsandbytes") from None
+
+
+def _patterns(model) -> tuple[str, str]:
+    family = family_of(model)
+    return getattr(family, "vision_modules", VISION_DEFAULT), getattr(family, "projector_modules", PROJECTOR_DEFAULT)
+
+
+def part_of(name: str, vision: str, projector: str) -> str:
+    """Which part of a VLM a parameter belongs to: 'vision', 'projector' or 'language'."""
+    if re.search(vision, name):
+        return "vision"
+    if re.search(projector, name):
+        return "projector"
+    return "language"
+
+
+def prepare_model(model, method: str, hp: Hyperparameters):
+    """Set requires_grad for full fine-tuning, or wrap in LoRA; returns the model to train."""
+    vision, projector = _patterns(model)
+    if method == "full":
+        frozen = {"vision": hp.freeze_vision, "projector": hp.freeze_projector, "language": hp.freeze_language_model}
+        for name, p in model.named_parameters():
+            p.requires_grad_(not frozen[part_of(name, vision, projector)])
+        if not any(p.requires_grad for p in model.parameters()):
+            raise VlmtuneError("freeze_*: every part of the model is frozen; nothing would be trained")
+        return model
+    target = hp.lora_target or family_of(model).lora_target
+    extra = [f"{pat}.*(q_proj|k_proj|v_proj|out_proj|o_proj|fc1|fc2|linear_1|linear_2|proj)$" for pat, on in
+             ((vision, hp.lora_vision), (projector, hp.lora_projector)) if on]
+    regex = "|".join(f"(?:{r})" for r in [target, *extra])
+    config = LoraConfig(r=hp.lora_rank, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout, target_modules=regex)
+    return get_peft_model(model, config)
+
+
+def build_optimizer(model, hp: Hyperparameters) -> torch.optim.Optimizer:
+    """AdamW with one parameter group per model part, so vision and projector can have their own rates."""
+    vision, projector = _patterns(model)
+    rates = {"vision": hp.vision_learning_rate, "projector": hp.projector_learning_rate, "language": 0.0}
+    groups: dict[str, list] = {"vision": [], "projector": [], "language": []}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups[part_of(name, vision, projector)].append(p)
+    base = hp.peak_learning_rate
+    param_groups = [{"params": ps, "lr": (rates[part] or base) * (hp.learning_rate_multiplier if rates[part] else 1), "name": part}
+                    for part, ps in groups.items() if ps]
+    return torch.optim.AdamW(param_groups, lr=base, weight_decay=hp.weight_decay)
+
+
+def build_scheduler(optimizer, hp: Hyperparameters, total_steps: int):
+    kind = {"constant": "constant_with_warmup"}.get(hp.lr_scheduler, hp.lr_scheduler)
+    return get_scheduler(kind, optimizer, num_warmup_steps=min(hp.warmup_steps, total_steps), num_training_steps=total_steps)

@@ -1,0 +1,21 @@
+"""A small chart dataset on disk in bedrock-conversation-2024 form, for training-command tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlmtune.data.formats.bedrock import write_bedrock
+from vlmtune.data.record import qa_record
+from vlmtune.data.synth import generate_chart_qa
+
+
+def write_chart_data(folder: Path, n_train: int = 24, n_val: int = 8, seed: int = 0) -> tuple[Path, Path]:
+    """Write images and train/validation JSONL files; return their paths."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    records = []
+    for ex in generate_chart_qa(n_train + n_val, seed=seed):
+        ex.image.save(folder / "images" / f"{ex.id}.png")
+        records.append(qa_record(f"images/{ex.id}.png", ex.question, ex.answer))
+    write_bedrock(folder / "train.jsonl", records[:n_train])
+    write_bedrock(folder / "val.jsonl", records[n_train:])
+    return folder / "train.jsonl", folder / "val.jsonl"
