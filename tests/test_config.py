@@ -23,7 +23,7 @@ def test_cli_values_override_yaml(tmp_path):
     [
         ({"epochs": "0"}, r"option 'epochs': Input should be greater than or equal to 1; found '0'"),
         ({"learning_rate": "fast"}, r"option 'learning_rate'.*found 'fast'"),
-        ({"method": "qlora9"}, r"option 'method'.*'auto', 'lora' or 'full'"),
+        ({"method": "qlora9"}, r"option 'method'.*'auto', 'lora', 'qlora' or 'full'; found 'qlora9'"),
         ({"nonsense": 1}, r"option 'nonsense': Extra inputs are not permitted"),
     ],
 )

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_fixtures import write_chart_data
 
+from train_fixtures import write_chart_data
 from vlmtune.training.metric_logging import TRAIN_CSV, VAL_CSV, read_csv
 
 ARGS = ["train", "--model", "tiny", "--epochs", "1", "--batch-size", "8", "--learning-rate", "0.002",

@@ -335,3 +335,41 @@ def test_aggregate_micro_averages():
 def test_aggregate_empty():
     agg = aggregate_field_scores([])
     assert agg["overall"]["accuracy"] == 0.0 and agg["coverage"] == 0.0
+
+
+# ------------------------------------------------------------ malformed predictions (issue 5 "Done when")
+
+@pytest.mark.parametrize("text", [
+    '{"employee": {"name": "Jane Doe", "ssn": "123-45',  # truncated bare JSON (cut by max tokens)
+    '```json\n{"employee": {"name": "Jane Doe"}, "wages": 50000',  # truncated inside an open fence
+    "{'employee': {'name': 'Jane Doe'}}",  # Python repr, not JSON
+    '"just a string"',
+    "",
+])
+def test_fields_truncated_or_non_json_predictions(text):
+    s = field_scores(text, TRUTH)
+    assert not s.json_valid
+    assert (s.overall["tp"], s.overall["fp"], s.overall["fn"]) == (0, 0, N_FIELDS)
+
+
+def test_fields_wrong_types():
+    pred = _prediction(
+        wages=[50000],  # a list where a number belongs: flattened to wages_0, so wages is missing and wages_0 extra
+        employee={"name": 42, "ssn": True},  # number and bool where strings belong
+        employer="Acme Corp",  # a string where an object belongs
+    )
+    s = field_scores(pred, TRUTH)
+    st = {k: v["status"] for k, v in s.fields.items()}
+    assert st["wages"] == "fn" and st["wages_0"] == "fp"
+    assert st["employee_name"] == "fp" and st["employee_ssn"] == "fp"
+    assert st["employer_name"] == "fn" and st["employer_ein"] == "fn" and st["employer"] == "fp"
+    assert st["federalTax"] == "tp"
+    assert s.json_valid and s.overall["tp"] == 3  # federalTax and the two multi-state fields
+
+
+def test_fields_extra_keys_lower_precision_not_recall():
+    s = field_scores(_prediction(bonus=1, notes={"a": "x", "b": "y"}), TRUTH)
+    o = s.overall
+    assert (o["tp"], o["fp"], o["fn"], o["n_extra"]) == (N_FIELDS, 3, 0, 3)
+    assert o["recall"] == 1.0 and o["precision"] == pytest.approx(N_FIELDS / (N_FIELDS + 3))
+    assert s.categories["notes"]["fp"] == 2

@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
-from train_fixtures import write_chart_data
 
+from train_fixtures import write_chart_data
 from vlmtune.cli import main
 from vlmtune.config import TrainConfig
 from vlmtune.errors import VlmtuneError
@@ -184,3 +184,18 @@ def test_generation_metric_on_validation_is_logged_beside_the_losses(tmp_path):
     rows = read_csv(tmp_path / "run" / GEN_CSV)
     assert len(rows) == 1 and rows[0]["step_number"] == 3
     assert 0.0 <= rows[0]["exact_match"] <= 1.0
+
+
+def test_lora_on_the_vision_tower_and_projector_when_asked(tmp_path):
+    from vlmtune.models.tiny import build_tiny
+    from vlmtune.training.setup import prepare_model
+
+    def parts(model):
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        return {"vision": any("vision_tower" in n for n in names), "projector": any("multi_modal_projector" in n for n in names),
+                "language": any("language_model" in n for n in names)}
+
+    cfg = _cfg(tmp_path, method="lora")
+    assert parts(prepare_model(build_tiny()[0], "lora", cfg)) == {"vision": False, "projector": False, "language": True}
+    both = cfg.model_copy(update={"lora_vision": True, "lora_projector": True})
+    assert parts(prepare_model(build_tiny()[0], "lora", both)) == {"vision": True, "projector": True, "language": True}

@@ -42,3 +42,22 @@ def quickstart(config_file, **overrides) -> None:
     click.echo(f"report: {cfg.out / 'report.md'} (also report.html, report.json, loss_curve.png, metrics.png)")
     if report["seconds"]["total"]:
         click.echo(f"total {report['seconds']['total']:.0f} s")
+
+
+from vlmtune.cli.data import data_group  # noqa: E402 - registered after main is defined
+
+main.add_command(data_group)
+
+from vlmtune.cli.serve import serve  # noqa: E402 - registered after main is defined
+
+main.add_command(serve)
+
+from vlmtune.cli.evaluate import compare_command, eval_command  # noqa: E402 - registered after main is defined
+
+main.add_command(eval_command)
+main.add_command(compare_command)
+
+from vlmtune.cli.train import export, train  # noqa: E402 - registered after main is defined
+
+main.add_command(train)
+main.add_command(export)

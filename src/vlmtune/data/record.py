@@ -73,8 +73,12 @@ class Record:
 
 
 def image_format(path: str | Path) -> str | None:
-    """The format name a file's extension implies, spelled as the managed service spells it."""
-    ext = Path(path).suffix.lstrip(".").lower()
+    """The format name a file's extension (or a data: URI's MIME type) implies, spelled as the managed service spells it."""
+    if str(path).startswith("data:"):
+        mime = str(path)[5:].split(";")[0].split(",")[0]
+        ext = mime.split("/")[-1].lower() if "/" in mime else ""
+    else:
+        ext = Path(path).suffix.lstrip(".").lower()
     return {"jpg": "jpeg", "tif": "tiff"}.get(ext, ext) or None
 
 

@@ -15,7 +15,7 @@ from statistics import fmean
 from vlmtune.data.record import Record
 from vlmtune.data.synth.w2 import W2_CATEGORIES
 from vlmtune.errors import VlmtuneError
-from vlmtune.metrics import aggregate_field_scores, exact_match, field_scores, relaxed_accuracy, squad_f1
+from vlmtune.metrics import aggregate_field_scores, anls, exact_match, field_scores, relaxed_accuracy, squad_f1, vqa_accuracy
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,19 @@ class Task:
     aggregate: Callable[[list[object], list[Record]], dict]
 
 
-# ---------------------------------------------------------------- question answering (charts, VQA)
+# ---------------------------------------------------------------- question answering (charts, VQA, documents)
+# Past this many distinct questions, per-question rows say nothing (every DocVQA question is new).
+MAX_QUESTION_CATEGORIES = 20
+
+
+def references(record: Record) -> list[str]:
+    """Reference answers: `meta["answers"]` when a reader kept several (VQA's ten), else the assistant turn."""
+    answers = record.meta.get("answers")
+    return [str(a) for a in answers] if isinstance(answers, list) and answers else [record.answer]
+
+
 def score_qa(prediction: str, record: Record) -> dict[str, float]:
-    refs = [record.answer]
+    refs = references(record)
     return {
         "exact_match": exact_match(prediction, refs),
         "squad_f1": squad_f1(prediction, refs),
@@ -38,12 +48,30 @@ def score_qa(prediction: str, record: Record) -> dict[str, float]:
     }
 
 
+def score_vqa(prediction: str, record: Record) -> dict[str, float]:
+    refs = references(record)
+    return {"vqa_accuracy": vqa_accuracy(prediction, refs), "exact_match": exact_match(prediction, refs), "squad_f1": squad_f1(prediction, refs)}
+
+
+def score_docvqa(prediction: str, record: Record) -> dict[str, float]:
+    refs = references(record)
+    return {"anls": anls(prediction, refs), "exact_match": exact_match(prediction, refs), "squad_f1": squad_f1(prediction, refs)}
+
+
+def score_caption(prediction: str, record: Record) -> dict[str, float]:
+    # Token F1 against the reference caption(s): a rough overlap measure; no CIDEr/BLEU dependency.
+    refs = references(record)
+    return {"squad_f1": squad_f1(prediction, refs), "exact_match": exact_match(prediction, refs)}
+
+
 def aggregate_qa(scores: list[dict[str, float]], records: list[Record]) -> dict:
-    """Mean of each metric overall and per question (the question text is the category)."""
-    by_question: dict[str, list[dict]] = defaultdict(list)
+    """Mean of each metric overall, and per category (`meta["category"]`, else the question when few)."""
+    by_category: dict[str, list[dict]] = defaultdict(list)
     for s, r in zip(scores, records):
-        by_question[r.prompt_messages()[-1].text].append(s)
-    return {"overall": _means(scores), "by_category": {q: _means(v) | {"n": len(v)} for q, v in sorted(by_question.items())}}
+        by_category[str(r.meta.get("category") or r.prompt_messages()[-1].text)].append(s)
+    if len(by_category) > MAX_QUESTION_CATEGORIES:
+        by_category = defaultdict(list)
+    return {"overall": _means(scores), "by_category": {q: _means(v) | {"n": len(v)} for q, v in sorted(by_category.items())}}
 
 
 def _means(scores: list[dict[str, float]]) -> dict[str, float]:
@@ -67,6 +95,11 @@ def score_w2(prediction: str, record: Record):
     return field_scores(prediction, truth_of(record), categories=W2_CATEGORIES)
 
 
+def score_extraction(prediction: str, record: Record):
+    """Any extraction schema: categories are the truth's top-level keys."""
+    return field_scores(prediction, truth_of(record))
+
+
 def aggregate_w2(scores: list, records: list[Record]) -> dict:
     """Micro-averaged field metrics overall and per category, plus JSON validity and coverage."""
     agg = aggregate_field_scores(scores)
@@ -78,8 +111,15 @@ def aggregate_w2(scores: list, records: list[Record]) -> dict:
 
 
 TASKS = {
+    # The quickstart's two synthetic tasks.
     "charts": Task("charts", "chart questions answered from the picture", "exact_match", 8, score_qa, aggregate_qa),
     "w2": Task("w2", "W-2 form field extraction to nested JSON", "f1", 400, score_w2, aggregate_w2),
+    # Generic tasks for users' own data.
+    "vqa": Task("vqa", "visual question answering (VQAv2 accuracy)", "vqa_accuracy", 16, score_vqa, aggregate_qa),
+    "chartqa": Task("chartqa", "chart question answering (ChartQA relaxed accuracy)", "relaxed_accuracy", 16, score_qa, aggregate_qa),
+    "docvqa": Task("docvqa", "document question answering (DocVQA ANLS)", "anls", 32, score_docvqa, aggregate_qa),
+    "caption": Task("caption", "image captioning (token F1 against the reference)", "squad_f1", 64, score_caption, aggregate_qa),
+    "extraction": Task("extraction", "field extraction to JSON, any schema", "f1", 512, score_extraction, aggregate_w2),
 }
 
 

@@ -1,17 +1,19 @@
-"""Loading a model and its processor: the embedded `tiny`, a local folder, or a hub id."""
+"""Loading a model and its processor: the embedded `tiny`, a `tiny-<family>`, a local folder, or a hub id."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 from transformers.processing_utils import ProcessorMixin
+from transformers.utils import is_torchvision_available
 
 from vlmtune.errors import VlmtuneError
 from vlmtune.models.tiny import build_tiny
 
 TINY = "tiny"
+TINY_PREFIX = "tiny-"
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -21,7 +23,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def load_model(name: str, device: str = "auto", seed: int = 0):
-    """Return (model, processor) on `device`; `name` is 'tiny', a folder, or a hub id.
+    """Return (model, processor) on `device`; `name` is 'tiny', 'tiny-<family>', a folder, or a hub id.
 
     Hub ids work wherever the hub is reachable or the model is cached; offline, a clear error says so.
     """
@@ -29,9 +31,11 @@ def load_model(name: str, device: str = "auto", seed: int = 0):
     if name == TINY:
         model, processor = build_tiny(seed)
         return model.to(target), processor
+    if name.startswith(TINY_PREFIX) and not Path(name).exists():
+        return _load_tiny_family(name, seed, target)
     dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
     try:
-        processor = AutoProcessor.from_pretrained(name)
+        processor = load_processor(name)
         model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype)
     except (OSError, ValueError) as e:
         kind = "folder" if Path(name).exists() else "hub id"
@@ -40,6 +44,33 @@ def load_model(name: str, device: str = "auto", seed: int = 0):
         # AutoProcessor quietly returns a bare tokenizer when the folder's processor class is unknown.
         raise VlmtuneError(f"--model {name!r}: expected a multimodal processor, found {type(processor).__name__}")
     return model.to(target), processor
+
+
+def _load_tiny_family(name: str, seed: int, target: torch.device):
+    from vlmtune.models.tiny_families import TINY_FAMILIES, build_tiny_family
+
+    family = name[len(TINY_PREFIX):]
+    if family not in TINY_FAMILIES:
+        choices = ", ".join(TINY_PREFIX + f for f in TINY_FAMILIES)
+        raise VlmtuneError(f"--model {name!r}: expected 'tiny', one of {choices}, a folder or a hub id")
+    model, processor = build_tiny_family(family, seed)
+    return model.to(target), processor
+
+
+def load_processor(name: str):
+    """AutoProcessor, except where it needs torchvision only for video (Qwen2-VL, SmolVLM): then the
+    image-only variant of the same processor, built from the folder's own image processor and tokenizer."""
+    try:
+        return AutoProcessor.from_pretrained(name)
+    except (ImportError, OSError, ValueError):
+        if is_torchvision_available():
+            raise
+        from vlmtune.models.tiny_families import IMAGE_ONLY_PROCESSORS
+
+        image_only = IMAGE_ONLY_PROCESSORS.get(AutoConfig.from_pretrained(name).model_type)
+        if image_only is None:
+            raise
+        return image_only.from_pretrained(name)
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -4,6 +4,15 @@ The conversation is rendered with the model's own chat template one message at a
 tokenized on its own. Tokenizing pieces separately is what keeps the prompt/answer boundary exact: a BPE
 run over the whole string can merge "ASSISTANT: " with the answer's first characters, and masking by
 prompt length would then drop (or train) the wrong token.
+
+Families lay out their inputs differently, and the differences are handled here, in one place:
+- per-token extras (Qwen's `mm_token_type_ids`, Gemma 3's and PaliGemma's `token_type_ids`) are
+  concatenated like the ids; pieces tokenized without the processor get zeros;
+- most families give image tensors one row per image (or patch); Mllama and Idefics3/SmolVLM give one row
+  per record with the images along dim 1, so records are padded with empty images when batched;
+- Mllama's `cross_attention_mask` is per token AND per image and tile: it is rebuilt over the whole record;
+- PaliGemma is a prefix-LM: `token_type_ids` is 1 on the trained suffix, 0 on the prefix that attends
+  bidirectionally.
 """
 
 from __future__ import annotations
@@ -12,6 +21,11 @@ from dataclasses import dataclass
 
 import torch
 from PIL import Image
+from transformers import BatchFeature, PaliGemmaProcessor
+from transformers.models.mllama.processing_mllama import (
+    convert_sparse_cross_attention_mask_to_dense,
+    get_cross_attention_token_mask,
+)
 
 from vlmtune.data.record import Record, to_chat_messages
 from vlmtune.errors import VlmtuneError
@@ -19,6 +33,10 @@ from vlmtune.errors import VlmtuneError
 IGNORE_INDEX = -100
 # Processor outputs with one entry per token; everything else (pixel_values, image_grid_thw, ...) is per image.
 TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+# Per token and per image: (tokens, images, tiles) in an encoded record.
+CROSS_ATTENTION_MASK = "cross_attention_mask"
+# Keys that only processors with one image row per record (Mllama, Idefics3/SmolVLM) return.
+PER_RECORD_MARKERS = ("pixel_attention_mask", "aspect_ratio_ids")
 
 
 @dataclass
@@ -33,7 +51,7 @@ def render(processor, messages: list[dict], add_generation_prompt: bool = False)
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-def conversation_segments(processor, record: Record) -> list[Segment]:
+def conversation_segments(processor, record: Record, add_generation_prompt: bool = False) -> list[Segment]:
     """Split the rendered conversation into untrained prompt pieces and trained assistant pieces."""
     chat = to_chat_messages(record)
     segments: list[Segment] = []
@@ -46,6 +64,8 @@ def conversation_segments(processor, record: Record) -> list[Segment]:
         full = render(processor, chat[: i + 1])
         segments.append(Segment(_suffix(done, full, record), trained=message["role"] == "assistant"))
         done = full
+    if add_generation_prompt:
+        segments.append(Segment(_suffix(done, render(processor, chat, add_generation_prompt=True), record), trained=False))
     return [s for s in segments if s.text]
 
 
@@ -56,62 +76,167 @@ def _suffix(prefix: str, text: str, record: Record) -> str:
     return text[len(prefix):]
 
 
-def encode_record(processor, record: Record, images: list[Image.Image]) -> dict[str, torch.Tensor]:
+def image_placeholder(processor) -> str:
+    """The string a chat template writes for one image (Gemma 3: <start_of_image>)."""
+    return getattr(processor, "image_token", None) or "<image>"
+
+
+def encode_record(processor, record: Record, images: list[Image.Image], add_generation_prompt: bool = False) -> dict[str, torch.Tensor]:
     """Token ids, labels (-100 outside assistant turns) and image tensors for one record."""
-    image_token = getattr(processor, "image_token", None) or "<image>"
-    eos_id = processor.tokenizer.eos_token_id
-    pieces: dict[str, list[torch.Tensor]] = {}
-    labels: list[torch.Tensor] = []
+    placeholder = image_placeholder(processor)
+    if isinstance(processor, PaliGemmaProcessor):
+        _check_paligemma_images(record)
+    per_record = False
+    encoded: list[dict[str, torch.Tensor]] = []
     remaining = list(images)
-    for seg in conversation_segments(processor, record):
-        n_images = seg.text.count(image_token)
+    for seg in conversation_segments(processor, record, add_generation_prompt):
+        n_images = seg.text.count(placeholder)
         seg_images, remaining = remaining[:n_images], remaining[n_images:]
-        enc = processor(text=[seg.text], images=seg_images or None, add_special_tokens=False, return_tensors="pt")
-        for key, value in enc.items():
-            if isinstance(value, torch.Tensor):
-                pieces.setdefault(key, []).append(value[0] if key in TOKEN_KEYS else value)
-        ids = enc["input_ids"][0]
-        labels.append(_assistant_labels(ids, eos_id) if seg.trained else torch.full_like(ids, IGNORE_INDEX))
+        enc = _encode_segment(processor, seg, seg_images)
+        per_record = per_record or any(k in enc for k in PER_RECORD_MARKERS)
+        encoded.append(enc)
     if remaining:
         raise VlmtuneError(f"{record.origin}: {len(images)} images given but the template placed {len(images) - len(remaining)}")
-    out = {key: torch.cat(values) for key, values in pieces.items()}
-    out["labels"] = torch.cat(labels)
+    out = _concatenate(encoded, per_record)
+    if "aspect_ratio_mask" in out:
+        out[CROSS_ATTENTION_MASK] = _cross_attention_mask(processor, out)
     return out
 
 
-def _assistant_labels(ids: torch.Tensor, eos_id: int | None) -> torch.Tensor:
-    """Train every assistant token up to and including its end-of-turn token, not the separator after it."""
+def _check_paligemma_images(record: Record) -> None:
+    """PaliGemma's format has images only before the prefix; its processor would misplace later ones."""
+    for number, message in enumerate(record.messages[1:], start=2):
+        if message.images:
+            raise VlmtuneError(
+                f"{record.origin}: message {number}: PaliGemma takes images only in the first user message; found {len(message.images)} here"
+            )
+
+
+def _encode_segment(processor, seg: Segment, images: list[Image.Image]) -> dict[str, torch.Tensor]:
+    """One piece: through the processor when it holds images, else through the tokenizer alone."""
+    tok = processor.tokenizer
+    if images:
+        enc = processor(text=[seg.text], images=images, add_special_tokens=False, return_tensors="pt")
+        enc = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor) and k not in ("labels", CROSS_ATTENTION_MASK)}
+        enc = _drop_added_bos(processor, seg.text, enc)
+    else:
+        # Some processors refuse text without images (PaliGemma) or prepend a bos to every text (Mllama).
+        enc = dict(tok([seg.text], add_special_tokens=False, return_tensors="pt"))
+    ids = enc["input_ids"][0]
+    out = {k: (v[0] if k in TOKEN_KEYS else v) for k, v in enc.items()}
+    out["labels"] = _assistant_labels(ids, _special_ids(tok)) if seg.trained else torch.full_like(ids, IGNORE_INDEX)
+    if isinstance(processor, PaliGemmaProcessor):
+        out["token_type_ids"] = torch.full_like(ids, int(seg.trained))
+    return out
+
+
+def _drop_added_bos(processor, text: str, enc: dict) -> dict:
+    """Mllama's processor prepends a bos to any text without one; a later turn must not get a second."""
+    tok = processor.tokenizer
+    if tok.bos_token_id is None or isinstance(processor, PaliGemmaProcessor):
+        return enc  # PaliGemma's <bos> after the images is its format, inserted by its processor on purpose
+    ids = enc["input_ids"][0]
+    hits = (ids == tok.bos_token_id).nonzero().flatten()
+    if len(hits) <= text.count(tok.bos_token):
+        return enc
+    keep = torch.ones_like(ids, dtype=torch.bool)
+    keep[hits[0]] = False
+    return {k: (v[:, keep] if k in TOKEN_KEYS else v) for k, v in enc.items()}
+
+
+def _special_ids(tok) -> set[int]:
+    return {i for i, t in tok.added_tokens_decoder.items() if t.special} | set(tok.all_special_ids)
+
+
+def _assistant_labels(ids: torch.Tensor, special: set[int]) -> torch.Tensor:
+    """Train every assistant token up to and including its end-of-turn token, not the separator after it.
+
+    The end-of-turn token is the last special token of the turn (</s>, <|im_end|>, <|eot_id|>,
+    <end_of_utterance>, <end_of_turn>, <eos>); the tokenizer's eos is not always it (Gemma 3, Idefics3).
+    """
     labels = ids.clone()
-    if eos_id is not None:
-        hits = (ids == eos_id).nonzero()
-        if len(hits):
-            labels[int(hits[-1]) + 1 :] = IGNORE_INDEX
+    hits = [i for i, t in enumerate(ids.tolist()) if t in special]
+    if hits:
+        labels[hits[-1] + 1 :] = IGNORE_INDEX
     return labels
 
 
-def collate(examples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad token keys; concatenate per-image keys."""
-    width = max(len(e["input_ids"]) for e in examples)
-    batch: dict[str, torch.Tensor] = {}
-    for key in examples[0]:
-        values = [e[key] for e in examples]
+def _concatenate(encoded: list[dict], per_record: bool) -> dict[str, torch.Tensor]:
+    """Join the pieces: per-token keys end to end (zeros where a piece lacks one), images along their axis."""
+    keys = list(dict.fromkeys(k for enc in encoded for k in enc))
+    out = {}
+    for key in keys:
         if key in TOKEN_KEYS or key == "labels":
-            fill = {"input_ids": pad_id, "labels": IGNORE_INDEX}.get(key, 0)
-            batch[key] = torch.stack([torch.cat([v, v.new_full((width - len(v),), fill)]) for v in values])
+            out[key] = torch.cat([enc[key] if key in enc else torch.zeros_like(enc["input_ids"]) for enc in encoded])
         else:
-            batch[key] = torch.cat(values)
+            out[key] = torch.cat([enc[key] for enc in encoded if key in enc], dim=1 if per_record else 0)
+    return out
+
+
+def _cross_attention_mask(processor, enc: dict) -> torch.Tensor:
+    """Mllama: each token attends to the images before it (and their real tiles), over the whole record."""
+    ids = enc["input_ids"].tolist()
+    tiles = [enc["aspect_ratio_mask"][0].sum(-1).tolist()]
+    spans = [get_cross_attention_token_mask(ids, processor.image_token_id)]
+    dense = convert_sparse_cross_attention_mask_to_dense(spans, tiles, processor.image_processor.max_image_tiles, len(ids))
+    return torch.as_tensor(dense[0], dtype=torch.long)
+
+
+def collate(examples: list[dict[str, torch.Tensor]], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """Pad token keys; concatenate per-image keys, or pad per-record image keys with empty images."""
+    width = max(len(e["input_ids"]) for e in examples)
+    keys = list(dict.fromkeys(k for e in examples for k in e))
+    per_record = any(k in keys for k in PER_RECORD_MARKERS)
+    n_images = max((e["pixel_values"].shape[1] for e in examples if "pixel_values" in e), default=0)
+    tiles = next((e[CROSS_ATTENTION_MASK].shape[2:] for e in examples if CROSS_ATTENTION_MASK in e), ())
+    batch: dict[str, torch.Tensor] = {}
+    for key in keys:
+        if key in TOKEN_KEYS or key in ("labels", CROSS_ATTENTION_MASK):
+            fill = {"input_ids": pad_id, "labels": IGNORE_INDEX}.get(key, 0)
+            rows = [_token_row(e, key, width, (n_images, *tiles), fill, padding_side) for e in examples]
+            batch[key] = torch.stack(rows)
+        elif per_record:
+            like = next(e[key] for e in examples if key in e)
+            rows = [_pad_dim(e[key] if key in e else like[:, :0], 1, n_images, 0) for e in examples]
+            batch[key] = torch.cat(rows)
+        else:
+            batch[key] = torch.cat([e[key] for e in examples if key in e])
     return batch
 
 
-def encode_prompts(processor, records: list[Record], images: list[list[Image.Image]]) -> dict[str, torch.Tensor]:
-    """Left-padded prompts (everything but the final answer) ready for `generate`."""
-    texts = [render(processor, to_chat_messages(r, include_answer=False), add_generation_prompt=True) for r in records]
-    flat = [img for imgs in images for img in imgs]
-    return processor(
-        text=texts,
-        images=flat or None,
-        add_special_tokens=False,
-        padding=True,
-        padding_side="left",
-        return_tensors="pt",
-    )
+def _token_row(example: dict, key: str, width: int, image_dims: tuple, fill: int, side: str) -> torch.Tensor:
+    """One row of a token key; `image_dims` (images, tiles) only matters for Mllama's cross-attention mask."""
+    n = len(example["input_ids"])
+    if key not in example:  # a text-only record in a batch with images
+        shape = (n, *image_dims) if key == CROSS_ATTENTION_MASK else (n,)
+        value = example["input_ids"].new_zeros(shape)
+    else:
+        value = example[key]
+    if key == CROSS_ATTENTION_MASK:
+        value = _pad_dim(value, 1, image_dims[0], 0)
+    pad = value.new_full((width - n, *value.shape[1:]), fill)
+    return torch.cat([value, pad] if side == "right" else [pad, value])
+
+
+def _pad_dim(value: torch.Tensor, dim: int, size: int, fill) -> torch.Tensor:
+    missing = size - value.shape[dim]
+    if missing <= 0:
+        return value
+    shape = list(value.shape)
+    shape[dim] = missing
+    return torch.cat([value, value.new_full(shape, fill)], dim=dim)
+
+
+def encode_prompts(processor, records: list[Record], images: list[list[Image.Image]]) -> BatchFeature:
+    """Left-padded prompts (everything but the final answer) ready for `generate`.
+
+    Encoded piece by piece like training, so a prompt is token for token what preceded the answer there
+    (the processors alone differ: PaliGemma's, for one, puts its "\n" only at the end of the whole text).
+    """
+    examples = []
+    for record, imgs in zip(records, images):
+        prompt = Record(record.prompt_messages(), system=record.system, id=record.id, origin=record.origin)
+        example = encode_record(processor, prompt, list(imgs), add_generation_prompt=True)
+        example.pop("labels")
+        examples.append(example)
+    return BatchFeature(collate(examples, processor.tokenizer.pad_token_id, padding_side="left"))

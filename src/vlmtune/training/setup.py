@@ -10,7 +10,7 @@ from transformers import get_scheduler
 
 from vlmtune.config import Hyperparameters
 from vlmtune.errors import VlmtuneError
-from vlmtune.models.families import family_of
+from vlmtune.models.families import family_of, lora_targets
 from vlmtune.models.loading import count_parameters
 
 # Models under this size are fine-tuned in full: LoRA on a random-init toy has too little to adapt.
@@ -62,11 +62,9 @@ def prepare_model(model, method: str, hp: Hyperparameters):
         if not any(p.requires_grad for p in model.parameters()):
             raise VlmtuneError("freeze_*: every part of the model is frozen; nothing would be trained")
         return model
-    target = hp.lora_target or family_of(model).lora_target
-    extra = [f"{pat}.*(q_proj|k_proj|v_proj|out_proj|o_proj|fc1|fc2|linear_1|linear_2|proj)$" for pat, on in
-             ((vision, hp.lora_vision), (projector, hp.lora_projector)) if on]
-    regex = "|".join(f"(?:{r})" for r in [target, *extra])
-    config = LoraConfig(r=hp.lora_rank, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout, target_modules=regex)
+    # An explicit regex overrides; otherwise the family says which Linear layers belong to which part.
+    target = hp.lora_target or lora_targets(model, vision=hp.lora_vision, projector=hp.lora_projector)
+    config = LoraConfig(r=hp.lora_rank, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout, target_modules=target)
     return get_peft_model(model, config)
 
 

@@ -1,0 +1,137 @@
+"""Constrained decoding: output that is guaranteed to validate against a JSON schema.
+
+The grammar engine is llguidance (the one vLLM and llama.cpp use): it compiles the schema to a grammar and,
+at each step, says which tokens of the vocabulary can extend the output. Masking every other token before
+the model picks means the output cannot leave the grammar, and once the JSON value is complete the only
+token allowed is end-of-sequence, so the model also stops there.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+
+import jsonschema
+import llguidance
+import llguidance.hf
+import torch
+from transformers import LogitsProcessor
+
+from vlmtune.errors import VlmtuneError
+from vlmtune.metrics import parse_json_object
+
+# json.dumps' layout, as in most training answers. Without a fixed layout, whitespace is allowed between any
+# two tokens and a weak model can spend its whole token budget on it.
+_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+# Wrapping a tokenizer for llguidance walks its whole vocabulary; do it once per tokenizer object.
+_WRAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _ll_tokenizer(tokenizer) -> llguidance.LLTokenizer:
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor carries its tokenizer
+    if tokenizer not in _WRAPPED:
+        try:
+            _WRAPPED[tokenizer] = llguidance.hf.from_tokenizer(tokenizer)
+        except ValueError as e:
+            raise VlmtuneError(f"constrained decoding: expected a fast (Rust) tokenizer, found {type(tokenizer).__name__}: {e}") from None
+    return _WRAPPED[tokenizer]
+
+
+def compile_schema(schema: dict) -> str:
+    """The llguidance grammar of a JSON schema; an unusable schema is a user error."""
+    if not isinstance(schema, dict):
+        raise VlmtuneError(f"JSON schema: expected an object, found {type(schema).__name__}")
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise VlmtuneError(f"JSON schema: not a valid schema at {'/'.join(map(str, e.path)) or 'root'}: {e.message}") from None
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=_LAYOUT)
+    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
+    if is_error:
+        raise VlmtuneError(f"JSON schema: cannot be used for constrained decoding: {messages[0]}")
+    return grammar
+
+
+class JsonSchemaLogitsProcessor(LogitsProcessor):
+    """Mask, row by row, every token that would take the output outside the schema.
+
+    One grammar matcher per batch row; each call consumes the token the row picked last step. The matchers
+    are rebuilt when a new generation starts, so one processor can serve several `generate` calls.
+    """
+
+    def __init__(self, tokenizer, schema: dict):
+        self.ll_tokenizer = _ll_tokenizer(tokenizer)
+        self.grammar = compile_schema(schema)
+        self.eos_token_id = self.ll_tokenizer.eos_token
+        self._matchers: list[llguidance.LLMatcher] = []
+        self._seen: torch.Tensor | None = None  # the ids of the previous call, to tell a continuation from a new run
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        ids = input_ids.detach().cpu()
+        if self._continues(ids):
+            for matcher, token in zip(self._matchers, ids[:, -1].tolist()):
+                if not matcher.is_stopped():  # finished rows are fed padding by generate; the grammar is done
+                    matcher.consume_token(token)
+        else:
+            self._matchers = [llguidance.LLMatcher(self.ll_tokenizer, self.grammar, log_level=0) for _ in range(ids.shape[0])]
+        self._seen = ids
+        allowed = torch.stack([self._allowed(m) for m in self._matchers]).to(scores.device)
+        width = min(allowed.shape[1], scores.shape[1])
+        masked = torch.full_like(scores, float("-inf"))
+        # Logit columns past the tokenizer's vocabulary (padded embedding rows) stay forbidden.
+        masked[:, :width] = torch.where(allowed[:, :width], scores[:, :width], masked[:, :width])
+        return masked
+
+    def _continues(self, ids: torch.Tensor) -> bool:
+        """Whether `ids` is the previous call's ids plus one token per row (else a new generation began)."""
+        prev = self._seen
+        return prev is not None and ids.shape == (prev.shape[0], prev.shape[1] + 1) and torch.equal(ids[:, :-1], prev)
+
+    def _allowed(self, matcher: llguidance.LLMatcher) -> torch.Tensor:
+        """Boolean vocabulary mask of the tokens this row may pick next."""
+        if matcher.is_stopped() or matcher.is_error():
+            only_eos = torch.zeros(self.ll_tokenizer.vocab_size, dtype=torch.bool)
+            only_eos[self.eos_token_id] = True
+            return only_eos
+        return torch.frombuffer(bytearray(matcher.compute_logit_bias()), dtype=torch.uint8) > 0
+
+
+def json_schema_logits_processor(tokenizer, schema: dict) -> LogitsProcessor:
+    """A logits processor that keeps every row of a batch inside `schema` and ends it when the JSON is done.
+
+    Example:
+        >>> proc = json_schema_logits_processor(processor.tokenizer, {"type": "object"})  # doctest: +SKIP
+        >>> model.generate(**inputs, logits_processor=LogitsProcessorList([proc]))  # doctest: +SKIP
+    """
+    return JsonSchemaLogitsProcessor(tokenizer, schema)
+
+
+def validates(text: str, schema: dict) -> bool:
+    """Whether `text` is JSON that validates against `schema` (jsonschema, draft 2020-12)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return False
+    return jsonschema.Draft202012Validator(schema).is_valid(value)
+
+
+def schema_valid(prediction: str, schema: dict) -> bool:
+    """Whether model text holds a JSON object (bare, fenced or with chatter) that validates against `schema`."""
+    if validates(prediction, schema):
+        return True
+    value = parse_json_object(prediction)
+    return value is not None and jsonschema.Draft202012Validator(schema).is_valid(value)
+
+
+def load_schema(path) -> dict:
+    """Read a schema file; a missing file or bad JSON is a user error naming the file."""
+    try:
+        schema = json.loads(open(path, encoding="utf-8").read())
+    except FileNotFoundError:
+        raise VlmtuneError(f"--schema {path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise VlmtuneError(f"--schema {path}: line {e.lineno}: expected a JSON schema, found invalid JSON ({e.msg})") from None
+    if not isinstance(schema, dict):
+        raise VlmtuneError(f"--schema {path}: expected a JSON object, found {type(schema).__name__}")
+    return schema

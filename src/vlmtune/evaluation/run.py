@@ -1,0 +1,208 @@
+"""`vlmtune eval`: a model answers a test file; predictions.jsonl, metrics.json and a report come out.
+
+The loop is resumable: predictions.jsonl is rewritten whole after every batch, so a stopped run leaves
+every finished answer on disk and a rerun with the same settings asks only the records still missing.
+`evaluate_records` is the same loop without files, for callers such as the training loop.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers import LogitsProcessorList
+
+from vlmtune.data.images import load_record_images
+from vlmtune.data.record import Record
+from vlmtune.errors import VlmtuneError
+from vlmtune.evaluation.aggregate import row_checks, summarize
+from vlmtune.evaluation.config import EvalConfig
+from vlmtune.evaluation.constrained import json_schema_logits_processor, load_schema
+from vlmtune.evaluation.generate import Generation, Sampling, generate_batch
+from vlmtune.evaluation.prompts import Prompt, apply_prompt, choose_shots, describe, prompt_fingerprint, read_prompt_file
+from vlmtune.evaluation.tasks import Task, get_task
+from vlmtune.io import write_json, write_jsonl
+from vlmtune.progress import progress_bar
+
+
+# ---------------------------------------------------------------- the loop (no files)
+def evaluate_records(model, processor, records: list[Record], task: Task | str, images_root: Path,
+                     sampling: Sampling | None = None, *, prompt: Prompt | None = None, schema: dict | None = None,
+                     constrained: bool = False, batch_size: int = 8, description: str = "evaluating") -> tuple[list[dict], dict]:
+    """Answer and score `records`; returns (prediction rows, metrics). Leaves the model's train/eval mode as it was.
+
+    Example:
+        >>> rows, metrics = evaluate_records(model, processor, val_records, "chartqa", data_dir)  # doctest: +SKIP
+        >>> metrics["overall"]["relaxed_accuracy"]  # doctest: +SKIP
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    sampling = sampling or Sampling(max_new_tokens=task.max_new_tokens)
+    rows: list[dict] = []
+    for batch_rows in predict(model, processor, records, task, images_root, sampling, prompt=prompt, schema=schema,
+                              constrained=constrained, batch_size=batch_size, description=description):
+        rows.extend(batch_rows)
+    return rows, summarize(rows, records, task, schema)
+
+
+def predict(model, processor, records: list[Record], task: Task, images_root: Path, sampling: Sampling, *,
+            prompt: Prompt | None = None, schema: dict | None = None, constrained: bool = False, batch_size: int = 8,
+            description: str = "evaluating", on_batch: Callable[[list[dict]], None] | None = None):
+    """Yield prediction rows batch by batch, in record order, with a progress bar."""
+    if constrained and schema is None:
+        raise VlmtuneError("--constrained: expected a JSON schema to constrain to (--schema FILE), found none")
+    prompt = prompt or Prompt()
+    was_training = model.training
+    model.eval()
+    try:
+        with progress_bar(description, total=len(records)) as advance:
+            for start in range(0, len(records), batch_size):
+                batch = records[start : start + batch_size]
+                rows = _answer_batch(model, processor, batch, task, images_root, sampling, prompt, schema, constrained)
+                if on_batch is not None:
+                    on_batch(rows)
+                advance(len(batch))
+                yield rows
+    finally:
+        model.train(was_training)
+
+
+def _answer_batch(model, processor, batch: list[Record], task: Task, root: Path, sampling: Sampling, prompt: Prompt,
+                  schema: dict | None, constrained: bool) -> list[dict]:
+    asked = [apply_prompt(r, prompt) for r in batch]
+    images = [load_record_images(r, root) for r in asked]
+    # A fresh processor per batch: its grammar matchers hold one generation's state.
+    procs = LogitsProcessorList([json_schema_logits_processor(processor.tokenizer, schema)]) if constrained else None
+    clock = time.perf_counter()
+    outputs = generate_batch(model, processor, asked, images, sampling=sampling, logits_processor=procs)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    per_item = (time.perf_counter() - clock) / len(batch)
+    return [_row(rec, out, task, schema, per_item) for rec, out in zip(batch, outputs)]
+
+
+def _row(record: Record, out: Generation, task: Task, schema: dict | None, seconds: float) -> dict:
+    score = task.score(out.text, record)
+    return {
+        "id": record.id,
+        "origin": record.origin,
+        "question": record.prompt_messages()[-1].text if record.prompt_messages() else "",
+        "reference": record.answer,
+        "prediction": out.text,
+        "input_tokens": out.input_tokens,
+        "output_tokens": out.output_tokens,
+        "finish_reason": out.finish_reason,
+        "seconds": round(seconds, 6),
+        **row_checks(out.text, schema),
+        "scores": score if isinstance(score, dict) else score.to_dict(),
+    }
+
+
+# ---------------------------------------------------------------- the command (files, resume)
+def run_eval(cfg: EvalConfig) -> dict:
+    """Evaluate cfg.model on cfg.data into cfg.out, skipping ids already predicted there; returns metrics."""
+    task = get_task(cfg.task)
+    records = _unique_ids(read_records(cfg.data), cfg.data)
+    records = records[: cfg.limit] if cfg.limit else records
+    prompt = _build_prompt(cfg, records)
+    schema = load_schema(cfg.schema_file) if cfg.schema_file else None
+    if cfg.constrained and schema is None:
+        raise VlmtuneError("--constrained: expected a JSON schema to constrain to (--schema FILE), found none")
+    model, processor = load_for_eval(cfg)
+    described = describe(prompt, records[0] if records else None, processor)
+    out = Path(cfg.out)
+    settings = _settings(cfg, described, schema)
+    done = _resume(out, settings, {r.id for r in records})
+    todo = [r for r in records if r.id not in done]
+    sampling = Sampling(max_new_tokens=cfg.max_new_tokens or task.max_new_tokens, temperature=cfg.temperature,
+                        top_p=cfg.top_p, stop=prompt.stop, seed=cfg.seed)
+    order = {r.id: i for i, r in enumerate(records)}
+
+    def save(rows: list[dict]) -> None:
+        done.update({row["id"]: row for row in rows})
+        write_jsonl(out / "predictions.jsonl", sorted(done.values(), key=lambda row: order[row["id"]]))
+
+    write_json(out / "run.json", settings)
+    label = f"{cfg.task}: answering ({len(done)} already done)" if done else f"{cfg.task}: answering"
+    for _ in predict(model, processor, todo, task, Path(cfg.data).parent, sampling, prompt=prompt, schema=schema,
+                     constrained=cfg.constrained, batch_size=cfg.batch_size, description=label, on_batch=save):
+        pass
+    rows = [done[r.id] for r in records]
+    metrics = summarize(rows, records, task, schema) | {"resumed": len(records) - len(todo), "generated": len(todo),
+                                                          "device": str(model.device), "prompt": described, "settings": settings}
+    write_json(out / "metrics.json", metrics)
+    from vlmtune.reports.eval_report import write_eval_report  # matplotlib only when a report is written
+
+    write_eval_report(metrics, out)
+    return metrics
+
+
+def read_records(path: Path) -> list[Record]:
+    """Any supported format when the format detector is there, else bedrock-conversation-2024."""
+    if not Path(path).is_file():
+        raise VlmtuneError(f"--data {path}: file not found")
+    try:
+        from vlmtune.data.formats.detect import read_records as read_any
+    except ImportError:
+        from vlmtune.data.formats.bedrock import read_bedrock
+
+        return list(read_bedrock(path))
+    result = read_any(path)
+    return list(result[1] if isinstance(result, tuple) else result)
+
+
+def load_for_eval(cfg: EvalConfig):
+    """(model, processor), with the LoRA adapter applied when one is given."""
+    from vlmtune.models.loading import load_model
+
+    model, processor = load_model(cfg.model, cfg.device, seed=cfg.seed)
+    if cfg.adapter is None:
+        return model, processor
+    if not (Path(cfg.adapter) / "adapter_config.json").is_file():
+        raise VlmtuneError(f"--adapter {cfg.adapter}: expected a peft adapter folder with adapter_config.json, found none")
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(cfg.adapter)).eval(), processor
+
+
+def _build_prompt(cfg: EvalConfig, records: list[Record]) -> Prompt:
+    prompt = read_prompt_file(cfg.prompt) if cfg.prompt else Prompt()
+    if cfg.shots and cfg.shots_from is None:
+        raise VlmtuneError(f"--shots {cfg.shots}: expected --shots-from TRAIN.jsonl (examples never come from the test file), found none")
+    if not cfg.shots:
+        return prompt
+    if not Path(cfg.shots_from).is_file():
+        raise VlmtuneError(f"--shots-from {cfg.shots_from}: file not found")
+    shots = choose_shots(read_records(cfg.shots_from), cfg.shots, cfg.shots_from, records, cfg.data, cfg.seed)
+    return Prompt(prompt.system, prompt.user, prompt.stop, shots, prompt.source)
+
+
+def _unique_ids(records: list[Record], path: Path) -> list[Record]:
+    seen: dict[str, str] = {}
+    for r in records:
+        if r.id in seen:
+            raise VlmtuneError(f"{r.origin}: id {r.id!r}: expected ids unique in {path} (resuming keys on them), found it also at {seen[r.id]}")
+        seen[r.id] = r.origin
+    return records
+
+
+def _settings(cfg: EvalConfig, described: dict, schema: dict | None) -> dict:
+    """What must not change between a run and its resumption."""
+    keys = ("model", "adapter", "data", "task", "max_new_tokens", "temperature", "top_p", "seed", "constrained")
+    values = {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.model_dump().items() if k in keys}
+    return values | {"schema": schema, "prompt": prompt_fingerprint(described)}
+
+
+def _resume(out: Path, settings: dict, ids: set[str]) -> dict[str, dict]:
+    """Rows already predicted in `out` for these ids; a folder from different settings is a user error."""
+    run_file, pred_file = out / "run.json", out / "predictions.jsonl"
+    if not pred_file.is_file():
+        return {}
+    before = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else {}
+    changed = sorted(k for k in settings if before.get(k) != settings[k])
+    if changed:
+        raise VlmtuneError(f"--out {out}: holds predictions made with other settings ({', '.join(changed)} differ); use another --out or remove {pred_file}")
+    rows = [json.loads(line) for line in pred_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {row["id"]: row for row in rows if row.get("id") in ids}

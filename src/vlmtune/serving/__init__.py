@@ -1,0 +1,86 @@
+"""Serving: one model and its LoRA adapters behind the OpenAI chat completions and Converse APIs.
+
+    app.py          HTTP: routes, auth, body limits, error shapes, metrics (FastAPI)
+    openai_api.py   OpenAI request <-> canonical Record, response and stream chunks
+    converse_api.py Converse request <-> canonical Record, response
+    images.py       inline and local images, decoded only after their size is known to be safe
+    engine.py       the model, its adapters and the batching worker thread that owns them
+    auth.py         the API key: Bearer, or the access key id of an AWS SigV4 signature
+    metrics.py      Prometheus counters and histograms
+
+This module holds what every part shares: the typed config and the one request-error type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from vlmtune.errors import VlmtuneError
+
+
+class BadRequest(VlmtuneError):
+    """A request the server refuses; `status` is the HTTP status, always 4xx."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class ServeOptions(BaseModel):
+    """`vlmtune serve` options that are one value each (the CLI and the YAML schema)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field("tiny", description="'tiny' (embedded), a hub id, or a model folder (a merged export works)")
+    name: str | None = Field(None, description="model id of the base model in requests (default: the --model value)")
+    host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 exposes the server to the network")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on (0 = any free port)")
+    api_key: str | None = Field(None, description="require this key on every route but /health")
+    allow_local_images: Path | None = Field(None, description="folder that image paths in requests may read from")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    max_tokens: int = Field(1024, ge=1, description="cap on a request's max_tokens; also the default")
+    max_body_bytes: int = Field(32 * 2**20, ge=1024, description="largest request body accepted")
+    max_image_bytes: int = Field(10 * 2**20, ge=1, description="largest encoded image accepted")
+    max_image_pixels: int = Field(4096 * 4096, ge=1, description="largest image (width x height) accepted")
+    max_images: int = Field(20, ge=0, description="most images in one request")
+    request_timeout: float = Field(120.0, gt=0, description="seconds a request may wait and run")
+    max_batch: int = Field(16, ge=1, description="most requests decoded together in one batch")
+    max_queue: int = Field(256, ge=1, description="most requests waiting; more are refused with 429")
+    batch_wait_ms: float = Field(5.0, ge=0, description="how long the worker waits for more requests to batch")
+
+
+class ServeConfig(ServeOptions):
+    """All serve options, plus adapters: NAME -> folder of a saved LoRA adapter."""
+
+    adapters: dict[str, Path] = Field(default_factory=dict, description="LoRA adapters by the model id that selects them")
+
+    @field_validator("adapters", mode="before")
+    @classmethod
+    def _parse_pairs(cls, value):
+        """Accept `NAME=PATH` strings (the CLI) as well as a mapping (YAML)."""
+        if isinstance(value, (list, tuple)):
+            pairs = {}
+            for item in value:
+                name, sep, path = str(item).partition("=")
+                if not sep or not name or not path:
+                    raise ValueError(f"expected NAME=PATH, found {item!r}")
+                pairs[name] = path
+            return pairs
+        return value
+
+
+def validation_message(error) -> str:
+    """One readable line from a pydantic ValidationError: the field path, what was wrong, what was found."""
+    noise = {"str", "int", "float", "bool", "dict", "list", "none", "function-after", "function-before"}
+    lines = []
+    # Union members each add an error; the deepest path is the one that names the real mistake.
+    for err in sorted(error.errors(include_url=False), key=lambda e: -len(e["loc"])):
+        path = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in noise)))
+        found = repr(err.get("input"))
+        line = f"{path or 'body'}: {err['msg']}; found {found[:80]}"
+        if not any(line.split(":")[0] == seen.split(":")[0] for seen in lines):
+            lines.append(line)
+    return "; ".join(lines[:3])

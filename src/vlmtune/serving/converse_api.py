@@ -1,0 +1,128 @@
+"""The Converse API at the edge: `POST /model/{modelId}/converse` body -> Job, Generation -> response.
+
+Shapes follow the bedrock-runtime service model (see shared/spec/managed-service-reference.md). botocore
+sends image bytes base64-encoded inside the JSON and reads an error's type from the `x-amzn-ErrorType`
+header, which is what turns a 400 here into `ValidationException` in boto3.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vlmtune.data.record import ImagePart, Message, Record, TextPart
+from vlmtune.evaluation.generate import Generation, Sampling
+from vlmtune.serving import BadRequest, validation_message
+from vlmtune.serving.engine import Job
+from vlmtune.serving.images import ImageLimits, check_count, decode_base64, decode_image
+
+# HTTP status -> the error type boto3 raises.
+ERROR_TYPES = {400: "ValidationException", 401: "AccessDeniedException", 403: "AccessDeniedException",
+               404: "ResourceNotFoundException", 408: "ModelTimeoutException", 413: "ValidationException",
+               429: "ThrottlingException", 503: "ServiceUnavailableException"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", protected_namespaces=())
+
+
+class ImageSource(_Strict):
+    # Block types vlmtune cannot serve (s3Location, documents, video, tools) are refused by name, not ignored.
+    model_config = ConfigDict(strict=True, extra="forbid")
+    bytes: str
+
+
+class ImageBlock(_Strict):
+    format: Literal["png", "jpeg", "gif", "webp"]
+    source: ImageSource
+
+
+class ContentBlock(_Strict):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    text: str | None = None
+    image: ImageBlock | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if (self.text is None) == (self.image is None):
+            raise ValueError("a content block holds exactly one of 'text' or 'image'")
+        return self
+
+
+class ConverseMessage(_Strict):
+    role: Literal["user", "assistant"]
+    content: list[ContentBlock] = Field(min_length=1)
+
+
+class SystemBlock(_Strict):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    text: str
+
+
+class InferenceConfig(_Strict):
+    maxTokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=1)
+    topP: float | None = Field(None, gt=0, le=1)
+    stopSequences: list[str] = Field(default_factory=list, max_length=4)
+
+
+class ConverseRequest(_Strict):
+    messages: list[ConverseMessage] = Field(min_length=1)
+    system: list[SystemBlock] = Field(default_factory=list)
+    inferenceConfig: InferenceConfig = Field(default_factory=InferenceConfig)
+
+
+def parse_converse_request(model_id: str, body: object, limits: ImageLimits, max_tokens_cap: int) -> Job:
+    """Validate a Converse body and turn it into a Job (images decoded, limits enforced)."""
+    try:
+        req = ConverseRequest.model_validate(body)
+    except ValidationError as e:
+        raise BadRequest(validation_message(e)) from None
+    record, images = to_record(req, limits)
+    return Job(record, images, model_id, sampling(req.inferenceConfig, max_tokens_cap))
+
+
+def sampling(cfg: InferenceConfig, cap: int) -> Sampling:
+    limit = cfg.maxTokens or cap
+    if limit > cap:
+        raise BadRequest(f"inferenceConfig.maxTokens: at most {cap} on this server, found {limit}")
+    if any(not s or len(s) > 256 for s in cfg.stopSequences):
+        raise BadRequest("inferenceConfig.stopSequences: expected non-empty strings of at most 256 characters")
+    temperature = 1.0 if cfg.temperature is None else cfg.temperature
+    return Sampling(limit, temperature, 1.0 if cfg.topP is None else cfg.topP, tuple(cfg.stopSequences))
+
+
+def to_record(req: ConverseRequest, limits: ImageLimits) -> tuple[Record, list]:
+    check_count(sum(b.image is not None for m in req.messages for b in m.content), limits)
+    turns, images = [], []
+    for i, m in enumerate(req.messages):
+        content = []
+        for j, block in enumerate(m.content):
+            if block.text is not None:
+                content.append(TextPart(block.text))
+                continue
+            where = f"messages.{i}.content.{j}.image"
+            if m.role == "assistant":
+                raise BadRequest(f"{where}: assistant messages may not hold images")
+            images.append(decode_image(decode_base64(block.image.source.bytes, limits, where), limits, where))
+            content.append(ImagePart("inline", block.image.format))
+        turns.append(Message(m.role, tuple(content)))
+    if turns[-1].role != "user":
+        raise BadRequest("messages: the last message must have role 'user' (assistant prefill is not supported)")
+    system = "\n".join(b.text for b in req.system)
+    return Record(tuple(turns), system=system, origin="request"), images
+
+
+def converse_response(gen: Generation, latency_ms: int) -> dict:
+    return {
+        "output": {"message": {"role": "assistant", "content": [{"text": gen.text}]}},
+        "stopReason": gen.finish_reason,
+        "usage": {"inputTokens": gen.input_tokens, "outputTokens": gen.output_tokens,
+                  "totalTokens": gen.input_tokens + gen.output_tokens},
+        "metrics": {"latencyMs": latency_ms},
+    }
+
+
+def error_type(status: int) -> str:
+    return ERROR_TYPES.get(status, "ValidationException" if status < 500 else "InternalServerException")

@@ -1,0 +1,217 @@
+"""The model, its LoRA adapters and the one worker thread that owns them.
+
+Requests become Jobs in a queue. The worker takes the oldest job, gathers every waiting job that can share
+its batch (same model id, same sampling settings, same JSON schema) and decodes them together with
+`generate_batch`. Only the worker touches the model, so switching adapters never races a running batch, and
+the HTTP event loop never blocks on generation (it awaits each job's future).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import deque
+from concurrent.futures import Future
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vlmtune.data.record import Record
+from vlmtune.errors import VlmtuneError
+from vlmtune.evaluation.generate import Generation, Sampling, generate_batch
+from vlmtune.serving import BadRequest, ServeConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Job:
+    record: Record
+    images: list  # decoded PIL images, in the order the record's image parts appear
+    model_id: str
+    sampling: Sampling
+    schema: dict | None = None
+    constraint: object | None = None  # the compiled logits processor for `schema`
+    future: Future = field(default_factory=Future)
+
+    @property
+    def key(self) -> tuple:
+        """Jobs with equal keys can be decoded in one batch."""
+        schema = json.dumps(self.schema, sort_keys=True) if self.schema is not None else None
+        return self.model_id, self.sampling, schema
+
+
+def attach_adapters(model, adapters: dict[str, Path]):
+    """Wrap `model` with every LoRA adapter, each under its own name; no adapters leaves it as is."""
+    if not adapters:
+        return model
+    from peft import PeftModel
+
+    wrapped = None
+    for name, path in adapters.items():
+        try:
+            if wrapped is None:
+                wrapped = PeftModel.from_pretrained(model, str(path), adapter_name=name)
+            else:
+                wrapped.load_adapter(str(path), adapter_name=name)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise VlmtuneError(f"--adapter {name}={path}: expected a folder with a saved LoRA adapter for this model: {e}") from None
+    return wrapped.eval()
+
+
+class Engine:
+    """Queue, batch and run generation requests on one model and its adapters."""
+
+    def __init__(self, model, processor, base_id: str, adapters: list[str] = (), max_batch: int = 16,
+                 max_queue: int = 256, batch_wait_s: float = 0.005, metrics=None):
+        self.model, self.processor, self.base_id = model, processor, base_id
+        self.adapters = list(adapters)
+        self.max_batch, self.max_queue, self.batch_wait_s = max_batch, max_queue, batch_wait_s
+        self.metrics = metrics
+        self.image_token = getattr(processor, "image_token", None) or "<image>"
+        self._pending: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def load(cls, cfg: ServeConfig, metrics=None) -> Engine:
+        """Load `cfg.model` and its adapters (the slow part of starting a server)."""
+        from vlmtune.models.loading import load_model
+
+        base_id = cfg.name or cfg.model
+        if base_id in cfg.adapters:
+            raise VlmtuneError(f"--adapter {base_id}=...: the name {base_id!r} is the base model's id; pick another")
+        model, processor = load_model(cfg.model, cfg.device)
+        model = attach_adapters(model.eval(), cfg.adapters)
+        return cls(model, processor, base_id, list(cfg.adapters), cfg.max_batch, cfg.max_queue,
+                   cfg.batch_wait_ms / 1000, metrics)
+
+    @property
+    def model_ids(self) -> list[str]:
+        return [self.base_id, *self.adapters]
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    def check_model(self, model_id: str) -> None:
+        if model_id not in self.model_ids:
+            raise BadRequest(f"model {model_id!r} not found; this server serves {', '.join(map(repr, self.model_ids))}", 404)
+
+    def make_constraint(self, schema: dict):
+        """The logits processor that keeps output inside `schema`; a bad schema is a 400."""
+        from vlmtune.evaluation.constrained import json_schema_logits_processor
+
+        try:
+            return json_schema_logits_processor(self.processor.tokenizer, schema)
+        except VlmtuneError as e:
+            raise BadRequest(f"response_format: {e}") from None
+
+    def submit(self, job: Job) -> Future:
+        """Queue a job; its future resolves to a Generation (or raises BadRequest)."""
+        self.check_model(job.model_id)
+        for message in job.record.messages:
+            # A literal image placeholder would desynchronise images and tokens for the whole batch.
+            if self.image_token in message.text or self.image_token in job.record.system:
+                raise BadRequest(f"message text must not contain the image placeholder {self.image_token!r}")
+        with self._cond:
+            if len(self._pending) >= self.max_queue:
+                # Jobs whose clients timed out still sit in the queue; they must not hold places in it.
+                self._pending = deque(j for j in self._pending if not j.future.cancelled())
+            if len(self._pending) >= self.max_queue:
+                raise BadRequest(f"server busy: {self.max_queue} requests already waiting; retry later", 429)
+            self._pending.append(job)
+            self._cond.notify()
+        return job.future
+
+    # ---- worker thread ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="vlmtune-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            if batch:
+                self._run_batch(batch)
+
+    def _next_batch(self) -> list[Job] | None:
+        """The oldest live job and every waiting job compatible with it, up to max_batch; None to stop."""
+        with self._cond:
+            while not self._pending and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return None
+            if len(self._pending) < self.max_batch and self.batch_wait_s:
+                # Requests sent together arrive a few milliseconds apart; wait once so they share a batch.
+                self._cond.wait(self.batch_wait_s)
+            key = self._pending[0].key
+            batch, rest = [], deque()
+            for job in self._pending:
+                if job.key == key and len(batch) < self.max_batch:
+                    batch.append(job)
+                else:
+                    rest.append(job)
+            self._pending = rest
+        # A job whose client timed out was cancelled; set_running also makes later cancels no-ops.
+        return [job for job in batch if job.future.set_running_or_notify_cancel()]
+
+    def _run_batch(self, batch: list[Job]) -> None:
+        try:
+            results = self._generate(batch)
+        except Exception as e:  # noqa: BLE001 - a failed batch must never kill the worker
+            if len(batch) > 1:
+                # One bad request must not fail its neighbours: retry each alone.
+                for job in batch:
+                    self._run_one_after_failure(job)
+                return
+            self._fail(batch[0], e)
+            return
+        for job, result in zip(batch, results):
+            job.future.set_result(result)
+
+    def _run_one_after_failure(self, job: Job) -> None:
+        try:
+            job.future.set_result(self._generate([job])[0])
+        except Exception as e:  # noqa: BLE001
+            self._fail(job, e)
+
+    def _fail(self, job: Job, error: Exception) -> None:
+        if isinstance(error, VlmtuneError):
+            job.future.set_exception(BadRequest(str(error)))
+        else:
+            log.exception("generation failed", exc_info=error)
+            job.future.set_exception(error)
+
+    def _generate(self, batch: list[Job]) -> list[Generation]:
+        from transformers import LogitsProcessorList
+
+        first = batch[0]
+        constraint = LogitsProcessorList([first.constraint]) if first.constraint is not None else None
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(batch))
+        with self._adapter(first.model_id):
+            return generate_batch(self.model, self.processor, [j.record for j in batch], [j.images for j in batch],
+                                  sampling=first.sampling, logits_processor=constraint)
+
+    def _adapter(self, model_id: str):
+        """Route this batch through `model_id`: the base model with adapters off, or one adapter."""
+        if not self.adapters:
+            return nullcontext()
+        if model_id == self.base_id:
+            return self.model.disable_adapter()
+        self.model.set_adapter(model_id)
+        return nullcontext()

@@ -1,0 +1,192 @@
+"""The OpenAI chat completions API at the edge: request -> canonical Record and Job, Generation -> response.
+
+Only the fields vlmtune can honour are accepted with meaning; unknown fields are ignored (clients send
+many optional ones), but a known field of the wrong type or out of range is a 400 naming it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vlmtune.data.record import ImagePart, Message, Record, TextPart
+from vlmtune.evaluation.generate import Generation, Sampling
+from vlmtune.serving import BadRequest, validation_message
+from vlmtune.serving.engine import Job
+from vlmtune.serving.images import ImageLimits, check_count, image_from_url
+
+FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", protected_namespaces=())
+
+
+class ImageURL(_Strict):
+    url: str
+    detail: str | None = None
+
+
+class TextContent(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ImageContent(_Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+ContentPart = Annotated[TextContent | ImageContent, Field(discriminator="type")]
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+
+
+class JsonSchemaFormat(_Strict):
+    name: str = "response"
+    schema_: dict = Field(default_factory=lambda: {"type": "object"}, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class ChatRequest(_Strict):
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)  # the range torch.manual_seed takes
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = None
+    n: int = Field(1, ge=1, le=1)
+
+
+def parse_chat_request(body: object, limits: ImageLimits, max_tokens_cap: int) -> tuple[ChatRequest, Job]:
+    """Validate a chat completions body and turn it into a Job (images decoded, limits enforced)."""
+    try:
+        req = ChatRequest.model_validate(body)
+    except ValidationError as e:
+        raise BadRequest(validation_message(e)) from None
+    record, images = to_record(req.messages, limits)
+    job = Job(record, images, req.model, sampling(req, max_tokens_cap), schema=response_schema(req.response_format))
+    return req, job
+
+
+def sampling(req: ChatRequest, cap: int) -> Sampling:
+    limit = req.max_completion_tokens or req.max_tokens or cap
+    if limit > cap:
+        raise BadRequest(f"max_tokens: at most {cap} on this server, found {limit}")
+    stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    if len(stops) > 4 or any(not s or len(s) > 256 for s in stops):
+        raise BadRequest(f"stop: expected up to 4 non-empty strings of at most 256 characters, found {str(stops)[:100]}")
+    temperature = 1.0 if req.temperature is None else req.temperature  # OpenAI's default
+    return Sampling(limit, temperature, req.top_p if req.top_p is not None else 1.0, tuple(stops), req.seed)
+
+
+def response_schema(fmt: ResponseFormat | None) -> dict | None:
+    """The JSON schema the output must satisfy, if the request asks for one."""
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "object"}
+    if fmt.json_schema is None:
+        raise BadRequest("response_format.json_schema: required when type is 'json_schema'")
+    return fmt.json_schema.schema_
+
+
+def to_record(messages: list[ChatMessage], limits: ImageLimits) -> tuple[Record, list]:
+    """System and developer messages become the record's system prompt; images are decoded in order."""
+    n_images = sum(isinstance(p, ImageContent) for m in messages if isinstance(m.content, list) for p in m.content)
+    check_count(n_images, limits)
+    system, turns, images = [], [], []
+    for i, m in enumerate(messages):
+        parts = [TextContent(type="text", text=m.content)] if isinstance(m.content, str) else (m.content or [])
+        if not parts:
+            raise BadRequest(f"messages.{i}.content: expected text or content parts, found none")
+        if m.role in ("system", "developer"):
+            if any(isinstance(p, ImageContent) for p in parts):
+                raise BadRequest(f"messages.{i}: a {m.role} message may hold text only")
+            system.append("".join(p.text for p in parts))
+            continue
+        content = []
+        for j, p in enumerate(parts):
+            if isinstance(p, TextContent):
+                content.append(TextPart(p.text))
+            elif m.role == "assistant":
+                raise BadRequest(f"messages.{i}.content.{j}: assistant messages may not hold images")
+            else:
+                images.append(image_from_url(p.image_url.url, limits, f"messages.{i}.content.{j}.image_url"))
+                content.append(ImagePart("inline"))
+        turns.append(Message(m.role, tuple(content)))
+    if not turns or turns[-1].role != "user":
+        raise BadRequest("messages: the last message must have role 'user' (assistant prefill is not supported)")
+    return Record(tuple(turns), system="\n".join(system), origin="request"), images
+
+
+# ---- responses -------------------------------------------------------------------------------------
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+def usage(gen: Generation) -> dict:
+    return {"prompt_tokens": gen.input_tokens, "completion_tokens": gen.output_tokens,
+            "total_tokens": gen.input_tokens + gen.output_tokens}
+
+
+def completion_response(cid: str, model: str, gen: Generation) -> dict:
+    message = {"role": "assistant", "content": gen.text, "refusal": None}
+    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": FINISH_REASONS[gen.finish_reason], "logprobs": None}],
+            "usage": usage(gen), "system_fingerprint": None}
+
+
+def stream_chunks(cid: str, model: str, gen: Generation, include_usage: bool) -> list[dict]:
+    """The response as chat.completion.chunk objects: role, text pieces, finish_reason, then usage if asked."""
+    created = int(time.time())
+
+    def chunk(delta: dict, finish: str | None = None, choices: bool = True) -> dict:
+        out = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}] if choices else []}
+        if include_usage:
+            out["usage"] = None
+        return out
+
+    pieces = re.findall(r"\s*\S+", gen.text) or [""]
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    chunks += [chunk({"content": piece}) for piece in pieces if piece]
+    chunks.append(chunk({}, FINISH_REASONS[gen.finish_reason]))
+    if include_usage:
+        chunks.append(chunk({}, choices=False) | {"usage": usage(gen)})
+    return chunks
+
+
+def model_list(model_ids: list[str], created: int) -> dict:
+    return {"object": "list", "data": [{"id": m, "object": "model", "created": created, "owned_by": "vlmtune"} for m in model_ids]}
+
+
+def error_body(message: str, status: int) -> dict:
+    """OpenAI's error shape; `type` follows the status the way the OpenAI API spells it."""
+    kind = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}.get(status, "invalid_request_error")
+    if status >= 500:
+        kind = "server_error"
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}

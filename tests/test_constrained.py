@@ -1,0 +1,81 @@
+"""Constrained decoding: a random-init model's outputs become schema-valid, and generation stops there."""
+
+import pytest
+import torch
+from transformers import LogitsProcessorList
+
+from vlmtune.data.record import Message, Record, TextPart
+from vlmtune.errors import VlmtuneError
+from vlmtune.evaluation.constrained import compile_schema, json_schema_logits_processor, schema_valid, validates
+from vlmtune.evaluation.generate import Sampling, generate_batch
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "answer": {"enum": ["red", "green", "blue"]},
+        "count": {"type": "integer", "minimum": 0, "maximum": 10},
+        "note": {"type": "string", "maxLength": 6},
+        "ok": {"type": "boolean"},
+    },
+    "required": ["answer", "count", "note", "ok"],
+    "additionalProperties": False,
+}
+
+
+def _prompts(n=6):
+    # Different lengths so left padding differs row by row.
+    return [Record((Message("user", (TextPart("How many bars are there? " * (i + 1)),)),), id=str(i)) for i in range(n)]
+
+
+def _generate(tiny, procs, sampling):
+    model, processor = tiny
+    records = _prompts()
+    return generate_batch(model, processor, records, [[] for _ in records], sampling=sampling, logits_processor=procs)
+
+
+def test_unconstrained_tiny_model_is_not_schema_valid(tiny):
+    outs = _generate(tiny, None, Sampling(max_new_tokens=40))
+    assert not any(validates(o.text, SCHEMA) for o in outs)
+
+
+@pytest.mark.parametrize("sampling", [Sampling(max_new_tokens=80), Sampling(max_new_tokens=80, temperature=1.0, seed=3)])
+def test_constrained_outputs_all_validate_and_end_with_eos(tiny, sampling):
+    proc = json_schema_logits_processor(tiny[1].tokenizer, SCHEMA)
+    outs = _generate(tiny, LogitsProcessorList([proc]), sampling)
+    assert all(validates(o.text, SCHEMA) for o in outs), [o.text for o in outs]
+    # The grammar allows only end-of-sequence once the object closes, so no row runs to the cap.
+    assert [o.finish_reason for o in outs] == ["end_turn"] * len(outs)
+    assert all(o.output_tokens < sampling.max_new_tokens for o in outs)
+
+
+def test_one_processor_serves_consecutive_generations(tiny):
+    proc = LogitsProcessorList([json_schema_logits_processor(tiny[1], SCHEMA)])  # a processor works too
+    first = _generate(tiny, proc, Sampling(max_new_tokens=80))
+    second = _generate(tiny, proc, Sampling(max_new_tokens=80))
+    assert [o.text for o in first] == [o.text for o in second]
+    assert all(validates(o.text, SCHEMA) for o in second)
+
+
+def test_padded_vocabulary_columns_are_masked(tiny):
+    proc = json_schema_logits_processor(tiny[1].tokenizer, SCHEMA)
+    vocab = len(tiny[1].tokenizer)
+    scores = proc(torch.ones((2, 3), dtype=torch.long), torch.zeros((2, vocab + 7)))
+    assert torch.isinf(scores[:, vocab:]).all()
+    assert torch.isfinite(scores[:, :vocab]).any(dim=1).all()
+
+
+def test_validates_and_schema_valid():
+    good = '{"answer": "red", "count": 3, "note": "", "ok": true}'
+    assert validates(good, SCHEMA)
+    assert not validates('{"answer": "pink", "count": 3, "note": "", "ok": true}', SCHEMA)
+    assert not validates('{"answer": "red"', SCHEMA) and not validates("", SCHEMA)
+    assert not validates("```json\n" + good + "\n```", SCHEMA)  # strict: the text itself is the JSON
+    assert schema_valid("```json\n" + good + "\n```", SCHEMA)  # lenient: model text with fences
+    assert not schema_valid("no json here", SCHEMA)
+
+
+def test_invalid_schema_is_a_user_error():
+    with pytest.raises(VlmtuneError, match="not a valid schema"):
+        compile_schema({"type": "objekt"})
+    with pytest.raises(VlmtuneError, match="expected an object"):
+        compile_schema(["type"])

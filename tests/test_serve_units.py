@@ -1,0 +1,149 @@
+"""Serving pieces without a server: image safety, auth parsing, config, batching order, stream chunks."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageFile
+
+from serve_fixtures import png_header_only
+from vlmtune.config import load_config
+from vlmtune.data.record import Message, Record, TextPart
+from vlmtune.errors import VlmtuneError
+from vlmtune.evaluation.generate import Generation, Sampling
+from vlmtune.serving import BadRequest, ServeConfig
+from vlmtune.serving.auth import check_key, sigv4_access_key
+from vlmtune.serving.engine import Engine, Job
+from vlmtune.serving.images import ImageLimits, decode_base64, decode_image, image_from_url
+from vlmtune.serving.openai_api import stream_chunks
+
+LIMITS = ImageLimits(max_bytes=100_000, max_pixels=512 * 512, max_images=2)
+
+
+def png(width=16, height=16) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), "blue").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_bomb_is_refused_before_any_pixel_is_decoded(monkeypatch):
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    for side in (1000, 50_000):  # ours, then past Pillow's own bomb limit
+        with pytest.raises(BadRequest, match="pixels") as e:
+            decode_image(png_header_only(side, side), LIMITS, "img")
+        assert e.value.status == 413
+
+
+def test_decode_image_gives_rgb_and_refuses_other_formats():
+    assert decode_image(png(20, 10), LIMITS, "img").size == (20, 10)
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="BMP")
+    with pytest.raises(BadRequest, match="found BMP"):
+        decode_image(buf.getvalue(), LIMITS, "img")
+
+
+def test_overlong_base64_is_refused_without_decoding():
+    with pytest.raises(BadRequest, match="over the limit"):
+        decode_base64("A" * 200_000, LIMITS, "img")
+
+
+def test_local_images_stay_inside_the_allowed_folder(tmp_path):
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside.png"
+    allowed.mkdir()
+    (allowed / "a.png").write_bytes(png())
+    outside.write_bytes(png())
+    (allowed / "link.png").symlink_to(outside)
+    limits = ImageLimits(allow_dir=allowed)
+    assert image_from_url("a.png", limits, "img").size == (16, 16)
+    assert image_from_url(f"file://{allowed / 'a.png'}", limits, "img").size == (16, 16)
+    for escape in ("../outside.png", str(outside), "link.png", f"file://{outside}", "a.png\0"):
+        with pytest.raises(BadRequest, match="not found under the allowed folder"):
+            image_from_url(escape, limits, "img")
+    with pytest.raises(BadRequest, match="--allow-local-images"):
+        image_from_url("a.png", ImageLimits(), "img")
+    with pytest.raises(BadRequest, match="never fetched"):
+        image_from_url("ftp://host/a.png", limits, "img")
+
+
+def test_auth_accepts_bearer_or_sigv4_access_key():
+    sig = "AWS4-HMAC-SHA256 Credential=KEY123/20250101/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=ab"
+    assert sigv4_access_key(sig) == "KEY123"
+    check_key("Bearer KEY123", "KEY123", allow_sigv4=False)
+    check_key(sig, "KEY123", allow_sigv4=True)
+    check_key(None, None, allow_sigv4=False)  # no key configured: open
+    with pytest.raises(BadRequest, match="missing API key"):
+        check_key(sig, "KEY123", allow_sigv4=False)  # OpenAI routes take Bearer only
+    with pytest.raises(BadRequest, match="invalid API key") as e:
+        check_key("Bearer nope", "KEY123", allow_sigv4=True)
+    assert e.value.status == 401
+
+
+def test_serve_config_parses_adapters_and_explains_mistakes():
+    cfg = load_config(ServeConfig, None, {"adapters": ["w2=/runs/w2/adapter", "charts=out/a"], "port": "9000"})
+    assert cfg.adapters == {"w2": Path("/runs/w2/adapter"), "charts": Path("out/a")} and cfg.port == 9000
+    with pytest.raises(VlmtuneError, match="NAME=PATH"):
+        load_config(ServeConfig, None, {"adapters": ["no-equals-sign"]})
+
+
+def test_cli_serve_reports_bad_options_without_traceback():
+    from vlmtune.cli.main import main
+
+    result = CliRunner().invoke(main, ["serve", "--port", "http"])
+    assert result.exit_code == 1 and "port" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["serve", "--adapter", "oops"])
+    assert result.exit_code == 1 and "NAME=PATH" in result.output
+
+
+class RecordingEngine(Engine):
+    def __init__(self, **kwargs):
+        super().__init__(None, SimpleNamespace(image_token="<image>"), "base", ["lora"], **kwargs)
+        self.batches: list[list[str]] = []
+
+    def _generate(self, batch):
+        self.batches.append([j.record.id for j in batch])
+        return [Generation(j.record.id, 1, 1) for j in batch]
+
+
+def job(name: str, model: str = "base", temperature: float = 0.0) -> Job:
+    record = Record((Message("user", (TextPart("hi"),)),), id=name)
+    return Job(record, [], model, Sampling(4, temperature))
+
+
+def test_engine_batches_compatible_jobs_oldest_first():
+    engine = RecordingEngine(max_batch=2, batch_wait_s=0)
+    jobs = [job("a"), job("b", "lora"), job("c"), job("d", temperature=0.5), job("e"), job("f", "lora")]
+    futures = [engine.submit(j) for j in jobs]  # queued before the worker starts, so all wait together
+    engine.start()
+    try:
+        assert [f.result(timeout=5).text for f in futures] == list("abcdef")
+    finally:
+        engine.stop()
+    assert engine.batches == [["a", "c"], ["b", "f"], ["d"], ["e"]]
+
+
+def test_engine_refuses_unknown_model_and_full_queue():
+    engine = RecordingEngine(max_queue=1)
+    with pytest.raises(BadRequest, match="not found") as e:
+        engine.submit(job("x", "gpt"))
+    assert e.value.status == 404
+    engine.submit(job("a"))
+    with pytest.raises(BadRequest, match="busy") as e:
+        engine.submit(job("b"))
+    assert e.value.status == 429
+
+
+def test_stream_chunks_reassemble_the_text():
+    gen = Generation("The tallest bar is red.", 10, 6, "end_turn")
+    chunks = stream_chunks("id", "tiny", gen, include_usage=True)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == gen.text
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 16
+    assert time.time() - chunks[0]["created"] < 5
