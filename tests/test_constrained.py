@@ -6,7 +6,14 @@ from transformers import LogitsProcessorList
 
 from vlmtune.data.record import Message, Record, TextPart
 from vlmtune.errors import VlmtuneError
-from vlmtune.evaluation.constrained import compile_schema, json_schema_logits_processor, schema_valid, validates
+from vlmtune.evaluation.constrained import (
+    INTEGER_BOUND,
+    bound_integers,
+    compile_schema,
+    json_schema_logits_processor,
+    schema_valid,
+    validates,
+)
 from vlmtune.evaluation.generate import Sampling, generate_batch
 
 SCHEMA = {
@@ -79,3 +86,48 @@ def test_invalid_schema_is_a_user_error():
         compile_schema({"type": "objekt"})
     with pytest.raises(VlmtuneError, match="expected an object"):
         compile_schema(["type"])
+
+
+OPEN_INTEGER = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+
+def test_unbounded_integer_rows_end_on_their_own_and_validate(tiny):
+    # Unbounded, three of these rows write digits until the cap (and each step gets slower as the number grows).
+    proc = json_schema_logits_processor(tiny[1].tokenizer, OPEN_INTEGER)
+    outs = _generate(tiny, LogitsProcessorList([proc]), Sampling(max_new_tokens=40))
+    assert [o.finish_reason for o in outs] == ["end_turn"] * len(outs), [o.text for o in outs]
+    assert all(validates(o.text, OPEN_INTEGER) for o in outs)
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "string"}}},  # free keys, text, digits
+    {"type": "object", "properties": {"a": {"type": "array", "items": {"enum": ["red", "green"]}}, "b": {"type": "object"}}},
+])
+def test_every_row_that_ended_validates_and_cut_rows_say_so(tiny, schema):
+    for sampling in (Sampling(max_new_tokens=24), Sampling(max_new_tokens=24, temperature=1.0, seed=5)):
+        outs = _generate(tiny, LogitsProcessorList([json_schema_logits_processor(tiny[1].tokenizer, schema)]), sampling)
+        assert all(validates(o.text, schema) == (o.finish_reason == "end_turn") for o in outs), [(o.finish_reason, o.text) for o in outs]
+        assert all(o.output_tokens == 24 for o in outs if o.finish_reason == "max_tokens")
+
+
+def test_bound_integers_adds_bounds_only_where_none_and_keeps_data():
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}, "m": {"type": "integer", "minimum": 0},
+                                               "x": {"type": ["integer", "null"]}, "f": {"type": "number"}},
+              "default": {"type": "integer"}, "items": [{"type": "integer"}]}
+    out = bound_integers(schema)
+    assert out["properties"]["n"] == {"type": "integer", "minimum": -INTEGER_BOUND, "maximum": INTEGER_BOUND}
+    assert out["properties"]["m"] == {"type": "integer", "minimum": 0}
+    assert out["properties"]["x"]["maximum"] == INTEGER_BOUND and "maximum" not in out["properties"]["f"]
+    assert out["default"] == {"type": "integer"} and out["items"][0]["maximum"] == INTEGER_BOUND
+    assert "minimum" not in schema["properties"]["n"]  # the caller's schema is not changed
+
+
+def test_a_token_outside_the_grammar_is_an_error_not_a_silent_end(tiny):
+    tok = tiny[1].tokenizer
+    proc = json_schema_logits_processor(tok, SCHEMA)
+    vocab = len(tok)
+    ids = torch.ones((1, 3), dtype=torch.long)
+    proc(ids, torch.zeros((1, vocab)))
+    close = tok.convert_tokens_to_ids("}") if "}" in tok.get_vocab() else tok.encode("}", add_special_tokens=False)[0]
+    with pytest.raises(RuntimeError, match="outside the grammar"):
+        proc(torch.cat([ids, torch.tensor([[close]])], dim=1), torch.zeros((1, vocab)))

@@ -145,3 +145,16 @@ def test_evaluate_records_for_the_training_loop(tiny, chart_dir):
     assert [p["id"] for p in predictions] == [r.id for r in records[:4]]
     assert metrics["n"] == 4 and set(metrics["overall"]) == {"relaxed_accuracy", "exact_match", "squad_f1"}
     assert metrics["output_tokens"]["max"] <= 2
+
+
+def test_prefill_and_stop_options_prime_every_answer(tmp_path, chart_test):
+    out = tmp_path / "primed"
+    result = run("eval", "--data", chart_test, "--task", "chartqa", "--out", out, "--max-new-tokens", 4, "--limit", 2,
+                 "--prefill", "```json", "--stop", "```", "--stop", "###")
+    assert result.exit_code == 0, result.output
+    assert all(r["prediction"].startswith("```json") for r in rows(out))  # the stop "```" is not looked for in the prefill
+    prompt = json.loads((out / "metrics.json").read_text())["prompt"]
+    assert prompt["prefill"] == "```json" and prompt["stop"] == ["```", "###"]
+    assert prompt["rendered_example"].endswith("ASSISTANT:```json")
+    changed = run("eval", "--data", chart_test, "--task", "chartqa", "--out", out, "--max-new-tokens", 4, "--limit", 2)
+    assert changed.exit_code != 0 and "prompt" in changed.output  # a run without the prefill must not resume it

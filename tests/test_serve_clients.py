@@ -136,3 +136,37 @@ def test_boto3_raises_service_error_types(bedrock, served):  # noqa: F811
                             aws_access_key_id="someone-else", aws_secret_access_key="y")
     with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
         stranger.converse(modelId="tiny", messages=[{"role": "user", "content": [{"text": "hi"}]}])
+
+
+def test_stream_sends_text_while_it_is_generated(client):
+    import time
+
+    kwargs = dict(model="tiny", messages=ask("How many bars?"), max_tokens=64, temperature=0)
+    plain = client.chat.completions.create(**kwargs)
+    start, arrivals, text = time.perf_counter(), [], ""
+    for chunk in client.chat.completions.create(**kwargs, stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.perf_counter() - start)
+            text += chunk.choices[0].delta.content
+    assert text == plain.choices[0].message.content
+    assert plain.usage.completion_tokens > 20 and len(arrivals) > 5
+    # Chunked after the fact, every piece would arrive together at the end.
+    assert arrivals[-1] - arrivals[0] > 0.3 * arrivals[-1], arrivals
+
+
+def test_assistant_prefill_primes_the_answer(client, bedrock):
+    prefill = "```json"
+    oa = client.chat.completions.create(model="tiny", messages=[*ask("What colour?"), {"role": "assistant", "content": prefill}],
+                                        max_tokens=6, temperature=0, stop=["```"])
+    cv = bedrock.converse(modelId="tiny", system=[{"text": "Answer briefly."}],
+                          messages=[{"role": "user", "content": [{"text": "What colour?"}]},
+                                    {"role": "assistant", "content": [{"text": prefill}]}],
+                          inferenceConfig={"maxTokens": 6, "temperature": 0, "stopSequences": ["```"]})
+    # Like the managed service, the response holds what follows the prefill; the stop is not looked for in it.
+    assert oa.choices[0].message.content and cv["output"]["message"]["content"][0]["text"] == oa.choices[0].message.content
+    plain = client.chat.completions.create(model="tiny", messages=ask("What colour?"), max_tokens=6, temperature=0)
+    assert oa.usage.prompt_tokens > plain.usage.prompt_tokens  # the prefill's tokens reached the model
+    assert cv["usage"]["inputTokens"] == oa.usage.prompt_tokens
+    streamed = client.chat.completions.create(model="tiny", messages=[*ask("What colour?"), {"role": "assistant", "content": prefill}],
+                                              max_tokens=6, temperature=0, stop=["```"], stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == oa.choices[0].message.content

@@ -26,7 +26,7 @@ def test_full_finetune_moves_every_parameter_and_logs_losses(tiny, chart_dir, tm
     assert all(torch.isfinite(torch.tensor(r["training_loss"])) for r in logged)
     assert len(read_csv(tmp_path / "run" / VAL_CSV)) == 1
     # LLaVA takes the last hidden state *before* SigLIP's post_layernorm, so only that layer stays put.
-    unchanged = [n for n, p in result.model.named_parameters() if torch.equal(p, before[n])]
+    unchanged = [n for n, p in result.model.named_parameters() if torch.equal(p.detach().cpu(), before[n].cpu())]
     assert unchanged == ["model.vision_tower.post_layernorm.weight", "model.vision_tower.post_layernorm.bias"]
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
 
@@ -46,7 +46,7 @@ def test_lora_trains_only_adapters_and_leaves_the_base_untouched(tiny, chart_dir
     assert all(p.abs().sum() > 0 for n, p in lora.items() if "lora_B" in n)
     for name, value in before.items():
         peft_name = next(n for n in after if n.endswith(name.replace(".weight", ".base_layer.weight")) or n.endswith(name))
-        assert torch.equal(after[peft_name], value), f"frozen parameter {name} changed"
+        assert torch.equal(after[peft_name].detach().cpu(), value.cpu()), f"frozen parameter {name} changed"
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
 
 

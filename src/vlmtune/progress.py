@@ -9,6 +9,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True)
+if not console.is_terminal:
+    # Logs and CI: rich would squeeze the bar into 80 columns and cut the loss/ETA fields.
+    console = Console(stderr=True, width=120)
 
 
 @contextmanager

@@ -38,7 +38,7 @@ def quickstart(cfg: QuickstartConfig) -> dict:
 
     # ------------------------------------------------------------------ base model
     console.rule(f"[bold]2/5 base model: {cfg.model}")
-    model, processor = load_model(cfg.model, cfg.device, seed=cfg.seed)
+    model, processor = load_model(cfg.model, cfg.device, seed=cfg.seed, load_in_4bit=cfg.method == "qlora")
     base = evaluate(model, processor, splits["test"], task, out / "data", cfg, "predictions_base.jsonl", "base model")
     prior = answer_prior(splits["train"], splits["test"], task) if cfg.task == "charts" else None
     seconds["base_eval"] = _lap(clock, seconds)

@@ -11,9 +11,10 @@ from vlmtune.cli.options import config_options
 from vlmtune.config import load_config
 from vlmtune.evaluation.config import EvalConfig
 
-# Two fields get hand-written options: pydantic reserves the name `schema` (the field is schema_file), and
-# generated options take a value where --constrained is a bare flag. The rest come from EvalConfig.
-_HAND_WRITTEN = ("schema_file", "constrained")
+# Three fields get hand-written options: pydantic reserves the name `schema` (the field is schema_file),
+# generated options take a value where --constrained is a bare flag, and --stop may be repeated. The rest
+# come from EvalConfig.
+_HAND_WRITTEN = ("schema_file", "constrained", "stop")
 _GENERATED = create_model("EvalOptions", **{n: (f.annotation, f) for n, f in EvalConfig.model_fields.items() if n not in _HAND_WRITTEN})
 
 
@@ -21,8 +22,11 @@ _GENERATED = create_model("EvalOptions", **{n: (f.annotation, f) for n, f in Eva
 @config_options(_GENERATED)
 @click.option("--schema", "schema", type=click.Path(path_type=Path), default=None, help="JSON schema: schema-valid rate, and the constraint for --constrained")
 @click.option("--constrained", "constrained_flag", is_flag=True, default=False, help="constrain decoding to --schema")
-def eval_command(config_file, schema, constrained_flag, **overrides) -> None:
+@click.option("--stop", "stop", multiple=True, help="a stop string, added to the prompt file's; repeat for several")
+def eval_command(config_file, schema, constrained_flag, stop, **overrides) -> None:
     """A model answers a test file: predictions.jsonl, metrics.json and report.md in --out; reruns resume."""
+    if stop:
+        overrides["stop"] = list(stop)
     if schema is not None:
         overrides["schema_file"] = schema
     if constrained_flag:

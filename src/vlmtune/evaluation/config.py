@@ -21,6 +21,8 @@ class EvalConfig(BaseModel):
     task: TaskName = Field("extraction", description="how answers are scored")
     out: Path = Field(Path("eval_out"), description="output folder; rerunning skips ids already predicted there")
     prompt: Path | None = Field(None, description="prompt file: .txt = system prompt; .yaml/.json = {system, user, stop}")
+    prefill: str = Field("", description="text the answer starts with (e.g. '```json'); kept in the prediction")
+    stop: list[str] = Field(default_factory=list, description="stop strings, added to the prompt file's (repeat the option)")
     shots: int = Field(0, ge=0, le=32, description="few-shot examples put before each question")
     shots_from: Path | None = Field(None, description="training file the few-shot examples come from (never the test file)")
     schema_file: Path | None = Field(None, validation_alias=AliasChoices("schema_file", "schema"), description="JSON schema for schema-valid rate and --constrained")

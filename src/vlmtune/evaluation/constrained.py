@@ -4,6 +4,13 @@ The grammar engine is llguidance (the one vLLM and llama.cpp use): it compiles t
 at each step, says which tokens of the vocabulary can extend the output. Masking every other token before
 the model picks means the output cannot leave the grammar, and once the JSON value is complete the only
 token allowed is end-of-sequence, so the model also stops there.
+
+What is guaranteed is that an output that ENDED ON ITS OWN validates. An output cut by `max_new_tokens` is
+incomplete JSON and says so (finish_reason "max_tokens"): a weak model given a schema with free text (an
+unbounded string, or keys it may invent because `additionalProperties` is not false) can write until the
+cap. One bound is built in: an integer without `minimum`/`maximum` is kept within +-2**53 (the integers
+JSON parsers agree on, RFC 7493), because an unbounded one lets a model write digits until the cap, and the
+grammar engine's work per token grows with the length of the number.
 """
 
 from __future__ import annotations
@@ -23,6 +30,12 @@ from vlmtune.metrics import parse_json_object
 # json.dumps' layout, as in most training answers. Without a fixed layout, whitespace is allowed between any
 # two tokens and a weak model can spend its whole token budget on it.
 _LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+# The built-in bound on integers without one (see the module docstring).
+INTEGER_BOUND = 2**53
+# Why a matcher may stop with its JSON complete; any other reason is a grammar-engine limit.
+_COMPLETE = ("NoExtension", "NoExtensionBias", "EndOfSentence")
+_DATA_KEYWORDS = ("enum", "const", "default", "examples")  # their values are JSON data, not schemas
 
 # Wrapping a tokenizer for llguidance walks its whole vocabulary; do it once per tokenizer object.
 _WRAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -46,11 +59,25 @@ def compile_schema(schema: dict) -> str:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as e:
         raise VlmtuneError(f"JSON schema: not a valid schema at {'/'.join(map(str, e.path)) or 'root'}: {e.message}") from None
-    grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=_LAYOUT)
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(bound_integers(schema), overrides=_LAYOUT)
     is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
     if is_error:
         raise VlmtuneError(f"JSON schema: cannot be used for constrained decoding: {messages[0]}")
     return grammar
+
+
+def bound_integers(schema):
+    """A copy of `schema` where every integer without a bound gets +-INTEGER_BOUND; what it accepts validates the original."""
+    if isinstance(schema, list):
+        return [bound_integers(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (v if k in _DATA_KEYWORDS else bound_integers(v)) for k, v in schema.items()}
+    types = out.get("type")
+    if (types == "integer" or (isinstance(types, list) and "integer" in types and "number" not in types)) and not (
+            {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"} & set(out)):
+        out |= {"minimum": -INTEGER_BOUND, "maximum": INTEGER_BOUND}
+    return out
 
 
 class JsonSchemaLogitsProcessor(LogitsProcessor):
@@ -64,15 +91,15 @@ class JsonSchemaLogitsProcessor(LogitsProcessor):
         self.ll_tokenizer = _ll_tokenizer(tokenizer)
         self.grammar = compile_schema(schema)
         self.eos_token_id = self.ll_tokenizer.eos_token
+        self.pad_token_id = getattr(getattr(tokenizer, "tokenizer", tokenizer), "pad_token_id", None)
         self._matchers: list[llguidance.LLMatcher] = []
         self._seen: torch.Tensor | None = None  # the ids of the previous call, to tell a continuation from a new run
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         ids = input_ids.detach().cpu()
         if self._continues(ids):
-            for matcher, token in zip(self._matchers, ids[:, -1].tolist()):
-                if not matcher.is_stopped():  # finished rows are fed padding by generate; the grammar is done
-                    matcher.consume_token(token)
+            for row, (matcher, token) in enumerate(zip(self._matchers, ids[:, -1].tolist())):
+                self._consume(row, matcher, token)
         else:
             self._matchers = [llguidance.LLMatcher(self.ll_tokenizer, self.grammar, log_level=0) for _ in range(ids.shape[0])]
         self._seen = ids
@@ -88,9 +115,22 @@ class JsonSchemaLogitsProcessor(LogitsProcessor):
         prev = self._seen
         return prev is not None and ids.shape == (prev.shape[0], prev.shape[1] + 1) and torch.equal(ids[:, :-1], prev)
 
+    def _consume(self, row: int, matcher: llguidance.LLMatcher, token: int) -> None:
+        """Advance one row's grammar by the token it picked last step."""
+        if matcher.is_stopped():
+            return  # the JSON was complete and the row picked end-of-sequence, or it is fed padding after that
+        if not matcher.consume_token(token) and token != self.pad_token_id:
+            # The mask allowed only grammar tokens; anything else means the ids and the grammar disagree.
+            raise RuntimeError(f"constrained decoding: row {row}: token {token} is outside the grammar: {matcher.get_error()}")
+        # A row cut by a stop string is fed padding: its matcher errs, and the row's output is cut anyway.
+
     def _allowed(self, matcher: llguidance.LLMatcher) -> torch.Tensor:
         """Boolean vocabulary mask of the tokens this row may pick next."""
-        if matcher.is_stopped() or matcher.is_error():
+        if matcher.is_stopped() and not matcher.is_error() and matcher.stop_reason() not in _COMPLETE:
+            # A grammar-engine limit stopped the matcher short of a complete value. Ending the row with
+            # end-of-sequence would return truncated JSON as if the model had finished, so refuse instead.
+            raise RuntimeError(f"constrained decoding: the grammar engine gave up ({matcher.stop_reason()}) before the JSON was complete")
+        if matcher.is_stopped():
             only_eos = torch.zeros(self.ll_tokenizer.vocab_size, dtype=torch.bool)
             only_eos[self.eos_token_id] = True
             return only_eos

@@ -31,14 +31,20 @@ class Sampling:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Text the answer is primed with (e.g. "```json"): appended after the chat template's generation prompt and
+    # kept at the start of the returned text. Stop strings are looked for only after it.
+    prefill: str = ""
 
 
 @torch.no_grad()
 def generate_batch(model, processor, records: list[Record], images: list[list], max_new_tokens: int | None = None,
-                   sampling: Sampling | None = None, logits_processor=None) -> list[Generation]:
-    """Decode one left-padded batch; token counts exclude padding; text is cut at the first stop string."""
+                   sampling: Sampling | None = None, logits_processor=None, streamer=None) -> list[Generation]:
+    """Decode one left-padded batch; token counts exclude padding; text is cut at the first stop string.
+
+    `streamer` (a transformers BaseStreamer, batch of one only) sees the prompt ids, then each new token.
+    """
     sampling = sampling or Sampling(max_new_tokens=max_new_tokens or 16)
-    enc = encode_prompts(processor, records, images).to(model.device)
+    enc = encode_prompts(processor, records, images, prefill=sampling.prefill).to(model.device)
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     kwargs = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p} if sampling.temperature > 0 else {"do_sample": False}
@@ -46,6 +52,8 @@ def generate_batch(model, processor, records: list[Record], images: list[list], 
         kwargs |= {"stop_strings": list(sampling.stop), "tokenizer": processor.tokenizer}
     if logits_processor is not None:
         kwargs["logits_processor"] = logits_processor
+    if streamer is not None:
+        kwargs["streamer"] = streamer
     out = model.generate(**enc, max_new_tokens=sampling.max_new_tokens, **kwargs)
     new = out[:, enc["input_ids"].shape[1] :]
     return [_decode(processor.tokenizer, row.tolist(), int(mask.sum()), sampling) for row, mask in zip(new, enc["attention_mask"])]
@@ -53,15 +61,30 @@ def generate_batch(model, processor, records: list[Record], images: list[list], 
 
 def _decode(tok, ids: list[int], n_input: int, sampling: Sampling) -> Generation:
     """Trim one row at its end-of-turn token or stop string and say why it ended."""
+    text, reason, n_output = finish_text(tok, ids, sampling)
+    return Generation(text, n_input, n_output, reason)
+
+
+def finish_text(tok, ids: list[int], sampling: Sampling) -> tuple[str, str, int]:
+    """(text, finish reason, output tokens) of a row's new ids, so far or complete; streaming uses it too."""
     ids = [i for i in ids if i != tok.pad_token_id or i == tok.eos_token_id]
     reason = "max_tokens"
     if tok.eos_token_id in ids:
         ids, reason = ids[: ids.index(tok.eos_token_id) + 1], "end_turn"
     text = tok.decode(ids, skip_special_tokens=True)
-    for stop in sampling.stop:
-        if stop in text:
-            text, reason = text[: text.index(stop)], "stop_sequence"
-    return Generation(text.strip(), n_input, len(ids), reason)
+    cut = min((text.index(stop) for stop in sampling.stop if stop in text), default=None)  # the earliest stop
+    if cut is not None:
+        text, reason = text[:cut], "stop_sequence"
+    return (sampling.prefill + text).strip(), reason, len(ids)
+
+
+def continuation(text: str, prefill: str) -> str:
+    """The part of a generation's text after its prefill: what an API that was sent the prefill answers."""
+    lead = prefill.lstrip()  # the text was stripped, and so may have lost the prefill's outer whitespace
+    for head in (lead, lead.rstrip()):
+        if text.startswith(head):
+            return text[len(head):]
+    return text
 
 
 def generate(model, processor, records: list[Record], images_root: Path, batch_size: int = 16,

@@ -30,10 +30,11 @@ class Prompt:
     stop: tuple[str, ...] = ()
     shots: tuple[Record, ...] = field(default=())
     source: str = ""  # the prompt file, for the report
+    prefill: str = ""  # the start of the answer the model is primed with (e.g. "```json")
 
 
 def read_prompt_file(path: Path) -> Prompt:
-    """A .txt file is the system prompt; a .yaml/.yml/.json file is a mapping {system, user, stop}."""
+    """A .txt file is the system prompt; a .yaml/.yml/.json file is a mapping {system, user, stop, prefill}."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -44,9 +45,9 @@ def read_prompt_file(path: Path) -> Prompt:
         data = yaml.safe_load(text) or {}  # YAML is a superset of JSON
     except yaml.YAMLError as e:
         raise VlmtuneError(f"--prompt {path}: expected YAML or JSON, found a syntax error: {e}") from None
-    if not isinstance(data, dict) or set(data) - {"system", "user", "stop"}:
+    if not isinstance(data, dict) or set(data) - {"system", "user", "stop", "prefill"}:
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise VlmtuneError(f"--prompt {path}: expected a mapping with keys system, user, stop; found {found}")
+        raise VlmtuneError(f"--prompt {path}: expected a mapping with keys system, user, stop, prefill; found {found}")
     user = data.get("user", QUESTION)
     if not isinstance(user, str) or QUESTION not in user:
         raise VlmtuneError(f"--prompt {path}: field 'user': expected a template containing {QUESTION}, found {user!r}")
@@ -54,7 +55,10 @@ def read_prompt_file(path: Path) -> Prompt:
     stop = [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
         raise VlmtuneError(f"--prompt {path}: field 'stop': expected a list of non-empty strings, found {stop!r}")
-    return Prompt(system=str(data.get("system") or ""), user=user, stop=tuple(stop), source=str(path))
+    prefill = data.get("prefill") or ""
+    if not isinstance(prefill, str):
+        raise VlmtuneError(f"--prompt {path}: field 'prefill': expected a string, found {prefill!r}")
+    return Prompt(system=str(data.get("system") or ""), user=user, stop=tuple(stop), source=str(path), prefill=prefill)
 
 
 def choose_shots(train: list[Record], k: int, train_path: Path, test: list[Record], test_path: Path, seed: int) -> tuple[Record, ...]:
@@ -118,12 +122,13 @@ def describe(prompt: Prompt, example: Record | None, processor) -> dict:
     rendered = ""
     if example is not None and hasattr(processor, "apply_chat_template"):
         messages = to_chat_messages(apply_prompt(example, prompt), include_answer=False)
-        rendered = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        rendered = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prompt.prefill
     return {
         "source": prompt.source,
         "system": prompt.system,
         "user_template": prompt.user,
         "stop": list(prompt.stop),
+        "prefill": prompt.prefill,
         "shots": [
             {"id": s.id, "origin": s.origin, "images": [p.source for p in s.images], "question": s.prompt_messages()[-1].text, "answer": s.answer}
             for s in prompt.shots

@@ -7,6 +7,7 @@ every finished answer on disk and a rerun with the same settings asks only the r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -54,6 +55,8 @@ def predict(model, processor, records: list[Record], task: Task, images_root: Pa
     if constrained and schema is None:
         raise VlmtuneError("--constrained: expected a JSON schema to constrain to (--schema FILE), found none")
     prompt = prompt or Prompt()
+    if prompt.prefill and not sampling.prefill:
+        sampling = dataclasses.replace(sampling, prefill=prompt.prefill)
     was_training = model.training
     model.eval()
     try:
@@ -117,7 +120,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     done = _resume(out, settings, {r.id for r in records})
     todo = [r for r in records if r.id not in done]
     sampling = Sampling(max_new_tokens=cfg.max_new_tokens or task.max_new_tokens, temperature=cfg.temperature,
-                        top_p=cfg.top_p, stop=prompt.stop, seed=cfg.seed)
+                        top_p=cfg.top_p, stop=prompt.stop, seed=cfg.seed, prefill=prompt.prefill)
     order = {r.id: i for i, r in enumerate(records)}
 
     def save(rows: list[dict]) -> None:
@@ -169,6 +172,9 @@ def load_for_eval(cfg: EvalConfig):
 
 def _build_prompt(cfg: EvalConfig, records: list[Record]) -> Prompt:
     prompt = read_prompt_file(cfg.prompt) if cfg.prompt else Prompt()
+    # --prefill replaces the prompt file's; --stop strings are added to its.
+    prompt = dataclasses.replace(prompt, prefill=cfg.prefill or prompt.prefill,
+                                 stop=tuple(dict.fromkeys([*prompt.stop, *cfg.stop])))
     if cfg.shots and cfg.shots_from is None:
         raise VlmtuneError(f"--shots {cfg.shots}: expected --shots-from TRAIN.jsonl (examples never come from the test file), found none")
     if not cfg.shots:
@@ -176,7 +182,7 @@ def _build_prompt(cfg: EvalConfig, records: list[Record]) -> Prompt:
     if not Path(cfg.shots_from).is_file():
         raise VlmtuneError(f"--shots-from {cfg.shots_from}: file not found")
     shots = choose_shots(read_records(cfg.shots_from), cfg.shots, cfg.shots_from, records, cfg.data, cfg.seed)
-    return Prompt(prompt.system, prompt.user, prompt.stop, shots, prompt.source)
+    return dataclasses.replace(prompt, shots=shots)
 
 
 def _unique_ids(records: list[Record], path: Path) -> list[Record]:

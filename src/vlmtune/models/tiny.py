@@ -61,18 +61,24 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """Train the tiny byte-level BPE tokenizer on the fixed corpus (a few milliseconds)."""
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+def train_bpe(special_tokens: list[str], vocab_size: int, unk_token: str | None = None) -> Tokenizer:
+    """A byte-level BPE trained on the fixed corpus (a few milliseconds); the same inputs give the same ids."""
+    bpe = Tokenizer(models.BPE(unk_token=unk_token))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    return bpe
+
+
+def build_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """The tiny LLaVA's tokenizer."""
+    bpe = train_bpe(SPECIAL_TOKENS, vocab_size, unk_token="<unk>")
     tok = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token="<s>",

@@ -13,7 +13,6 @@ they save as the parent class so the folder is a standard one.
 from __future__ import annotations
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     Gemma3Config,
     Gemma3ForConditionalGeneration,
@@ -50,7 +49,7 @@ from transformers import (
 )
 from transformers.processing_utils import ProcessorMixin
 
-from vlmtune.models.tiny import _CORPUS, build_tiny
+from vlmtune.models.tiny import build_tiny, train_bpe
 
 TINY_FAMILIES = ("llava", "qwen2-vl", "qwen2.5-vl", "mllama", "idefics3", "smolvlm", "paligemma", "gemma3")
 HIDDEN = 64
@@ -187,16 +186,7 @@ IMAGE_ONLY_PROCESSORS = {
 
 def family_tokenizer(specials: list[str], named: dict[str, str], template: str, vocab_size: int = 700) -> PreTrainedTokenizerFast:
     """A byte-level BPE on the fixed corpus with the family's special tokens; `named` maps roles to tokens."""
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    bpe = train_bpe(specials, vocab_size)
     standard = {k: v for k, v in named.items() if k in ("bos_token", "eos_token", "pad_token", "unk_token")}
     extra = {k: v for k, v in named.items() if k not in standard}
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, extra_special_tokens=extra, padding_side="left", **standard)

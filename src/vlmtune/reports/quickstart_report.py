@@ -53,6 +53,10 @@ def summary(report: dict, task: Task) -> str:
         p = prior["overall"][key]
         verdict = "so it reads the answer from the picture" if tuned > p + 0.05 else "so it has not shown that it reads the picture"
         words.append(f"Answering from the question alone scores {p:.1%}; the fine-tuned model is {tuned - p:+.1%} above that, {verdict}.")
+        unlearned = [c for c, m in report["fine_tuned"].get("by_category", {}).items()
+                     if m.get(key, 0) <= prior.get("by_category", {}).get(c, {}).get(key, 0) + 0.05]
+        if unlearned:
+            words.append("Not learned (no better than the prior): " + "; ".join(c.rstrip("?.") for c in unlearned) + ".")
     if report["model"] == "tiny":
         words.append(TINY_DESCRIPTION)
     return " ".join(words)
@@ -84,12 +88,7 @@ def markdown(report: dict) -> str:
     ]
     for name, (prior, base, tuned) in _rows(report):
         lines.append(f"| {name} | {_pct(prior)} | {_pct(base)} | {_pct(tuned)} | {(tuned - base) * 100:+.1f} |")
-    lines += ["", "## By category", "", "| category | n | base | fine-tuned |", "|---|---|---|---|"]
-    for cat, tuned in report["fine_tuned"].get("by_category", {}).items():
-        base = report["base"]["by_category"].get(cat, {})
-        key = next(k for k in tuned if k != "n")
-        lines.append(f"| {cat} | {tuned.get('n', '')} | {_pct(base.get(key))} | {_pct(tuned[key])} |")
-    lines += ["", f"(by-category metric: {key})" if report["fine_tuned"].get("by_category") else "", ""]
+    lines += by_category(report)
     lines += [
         "## Loss",
         "",
@@ -108,6 +107,20 @@ def markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def by_category(report: dict) -> list[str]:
+    """Per-category rows (per question, or per W-2 section) with the prior beside base and fine-tuned."""
+    tuned_cats = report["fine_tuned"].get("by_category", {})
+    if not tuned_cats:
+        return []
+    key = next(k for k in next(iter(tuned_cats.values())) if k != "n")
+    prior_cats = (report.get("answer_prior") or {}).get("by_category", {})
+    lines = ["", f"## By category ({key}, %)", "", "| category | n | answer prior (no image) | base | fine-tuned |", "|---|---|---|---|---|"]
+    for cat, tuned in tuned_cats.items():
+        base = report["base"]["by_category"].get(cat, {})
+        lines.append(f"| {cat} | {tuned.get('n', '')} | {_pct(prior_cats.get(cat, {}).get(key))} | {_pct(base.get(key))} | {_pct(tuned[key])} |")
+    return lines + [""]
 
 
 def to_html(report: dict, out: Path) -> str:

@@ -85,13 +85,39 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         engine.check_model(job.model_id)
         if job.schema is not None:
             job.constraint = await asyncio.to_thread(engine.make_constraint, job.schema)
-        gen = await run(job)
         cid = openai_api.completion_id()
-        if not req.stream:
-            return openai_api.completion_response(cid, req.model, gen)
+        if req.stream:
+            loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
+            job.on_text = lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece)
+            future = engine.submit(job)  # before the response starts, so a refusal is still an HTTP error
+            # Pieces are queued from the worker thread before the future resolves, so None comes last.
+            future.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
+            return StreamingResponse(stream(job, future, pieces, cid, req), media_type="text/event-stream")
+        gen = await run(job)
+        return openai_api.completion_response(cid, req.model, gen)
+
+    async def stream(job: Job, future, pieces: asyncio.Queue, cid: str, req):
+        """SSE chunks as the engine produces text; an error after the status line becomes an error event."""
+        loop = asyncio.get_running_loop()
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        chunks = openai_api.stream_chunks(cid, req.model, gen, include_usage)
-        return StreamingResponse(_sse(chunks), media_type="text/event-stream")
+        deadline = loop.time() + cfg.request_timeout
+        yield _event(openai_api.stream_start(cid, req.model, include_usage))
+        try:
+            while (piece := await asyncio.wait_for(pieces.get(), max(deadline - loop.time(), 0))) is not None:
+                yield _event(openai_api.stream_piece(cid, req.model, piece, include_usage))
+            gen = future.result()
+        except TimeoutError:
+            future.cancel()
+            yield _event(openai_api.error_body(f"request timed out after {cfg.request_timeout:g} s", 408))
+            return
+        except Exception as e:  # noqa: BLE001 - the status line is sent; the client reads the error event
+            bad = isinstance(e, BadRequest)
+            yield _event(openai_api.error_body(e.message if bad else f"internal error: {type(e).__name__}", e.status if bad else 500))
+            return
+        metrics.observe_tokens(job.model_id, gen.input_tokens, gen.output_tokens)
+        for chunk in openai_api.stream_end(cid, req.model, gen, include_usage):
+            yield _event(chunk)
+        yield "data: [DONE]\n\n"
 
     @app.post("/model/{model_id:path}/converse")
     async def converse(model_id: str, request: Request):
@@ -113,10 +139,8 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
     return app
 
 
-async def _sse(chunks: list[dict]):
-    for chunk in chunks:
-        yield f"data: {json.dumps(chunk)}\n\n"
-    yield "data: [DONE]\n\n"
+def _event(chunk: dict) -> str:
+    return f"data: {json.dumps(chunk)}\n\n"
 
 
 async def read_json(request: Request, limit: int) -> object:

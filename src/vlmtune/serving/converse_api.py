@@ -7,6 +7,7 @@ header, which is what turns a 400 here into `ValidationException` in boto3.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -79,8 +80,16 @@ def parse_converse_request(model_id: str, body: object, limits: ImageLimits, max
         req = ConverseRequest.model_validate(body)
     except ValidationError as e:
         raise BadRequest(validation_message(e)) from None
+    prefill = ""
+    if req.messages[-1].role == "assistant" and len(req.messages) > 1:
+        # A final assistant message is the start of the answer (prefill); the response holds what follows it.
+        last = req.messages[-1]
+        if any(b.image is not None for b in last.content):
+            raise BadRequest(f"messages.{len(req.messages) - 1}: assistant messages may not hold images")
+        prefill = "".join(b.text for b in last.content)
+        req = req.model_copy(update={"messages": req.messages[:-1]})
     record, images = to_record(req, limits)
-    return Job(record, images, model_id, sampling(req.inferenceConfig, max_tokens_cap))
+    return Job(record, images, model_id, replace(sampling(req.inferenceConfig, max_tokens_cap), prefill=prefill))
 
 
 def sampling(cfg: InferenceConfig, cap: int) -> Sampling:
@@ -109,7 +118,7 @@ def to_record(req: ConverseRequest, limits: ImageLimits) -> tuple[Record, list]:
             content.append(ImagePart("inline", block.image.format))
         turns.append(Message(m.role, tuple(content)))
     if turns[-1].role != "user":
-        raise BadRequest("messages: the last message must have role 'user' (assistant prefill is not supported)")
+        raise BadRequest("messages: expected the last message to have role 'user', or 'assistant' after a 'user' one (prefill)")
     system = "\n".join(b.text for b in req.system)
     return Record(tuple(turns), system=system, origin="request"), images
 

@@ -2,7 +2,8 @@
 
 Requests become Jobs in a queue. The worker takes the oldest job, gathers every waiting job that can share
 its batch (same model id, same sampling settings, same JSON schema) and decodes them together with
-`generate_batch`. Only the worker touches the model, so switching adapters never races a running batch, and
+`generate_batch`. A streamed request runs alone, its text handed out token by token as it is generated.
+Only the worker touches the model, so switching adapters never races a running batch, and
 the HTTP event loop never blocks on generation (it awaits each job's future).
 """
 
@@ -12,14 +13,17 @@ import json
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from transformers.generation.streamers import BaseStreamer
 
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
-from vlmtune.evaluation.generate import Generation, Sampling, generate_batch
+from vlmtune.evaluation.generate import Generation, Sampling, continuation, finish_text, generate_batch
 from vlmtune.serving import BadRequest, ServeConfig
 
 log = logging.getLogger(__name__)
@@ -33,13 +37,64 @@ class Job:
     sampling: Sampling
     schema: dict | None = None
     constraint: object | None = None  # the compiled logits processor for `schema`
+    # For a streamed request: called on the worker thread with each new piece of the answer's text.
+    on_text: Callable[[str], None] | None = None
     future: Future = field(default_factory=Future)
 
     @property
     def key(self) -> tuple:
-        """Jobs with equal keys can be decoded in one batch."""
+        """Jobs with equal keys can be decoded in one batch; a streamed job's key is its own (it runs alone)."""
         schema = json.dumps(self.schema, sort_keys=True) if self.schema is not None else None
-        return self.model_id, self.sampling, schema
+        return self.model_id, self.sampling, schema, id(self) if self.on_text is not None else None
+
+
+class TextStreamer(BaseStreamer):
+    """Hands a one-row generation's answer text to `emit` piece by piece, as `generate` produces tokens.
+
+    Each step re-reads the whole answer the way the final result is read (`finish_text`), and emits only
+    what can no longer change: not a trailing half of a UTF-8 character, nor a tail that may yet become a
+    stop string. So the pieces join to exactly the final text.
+    """
+
+    def __init__(self, tokenizer, sampling: Sampling, emit: Callable[[str], None]):
+        self.tokenizer, self.sampling, self.emit = tokenizer, sampling, emit
+        self.ids: list[int] = []
+        self.sent = ""
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:  # generate first passes the prompt
+            self._prompt_seen = True
+            return
+        self.ids.extend(value.flatten().tolist())
+        text, reason, _ = finish_text(self.tokenizer, self.ids, self.sampling)
+        self._send(text if reason != "max_tokens" else self._settled(text))
+
+    def end(self) -> None:
+        pass
+
+    def finish(self, gen: Generation) -> None:
+        """Send whatever the final result (already without its prefill) holds beyond what was sent."""
+        self._send(gen.text, final=True)
+
+    def _settled(self, text: str) -> str:
+        text = text.rstrip("\ufffd")
+        for stop in self.sampling.stop:
+            for n in range(min(len(stop) - 1, len(text)), 0, -1):
+                if text.endswith(stop[:n]):
+                    text = text[:-n]
+                    break
+        return text
+
+    def _send(self, text: str, final: bool = False) -> None:
+        body = text if final else continuation(text, self.sampling.prefill)
+        if not body.startswith(self.sent):
+            if final:
+                log.warning("streamed text diverged from the final text; the stream keeps what it sent")
+            return
+        if len(body) > len(self.sent):
+            self.emit(body[len(self.sent):])
+            self.sent = body
 
 
 def attach_adapters(model, adapters: dict[str, Path]):
@@ -183,6 +238,11 @@ class Engine:
         for job, result in zip(batch, results):
             job.future.set_result(result)
 
+    @staticmethod
+    def _answer(job: Job, gen: Generation) -> Generation:
+        """What the client is sent: a prefilled answer without its prefill (the client wrote that part)."""
+        return replace(gen, text=continuation(gen.text, job.sampling.prefill)) if job.sampling.prefill else gen
+
     def _run_one_after_failure(self, job: Job) -> None:
         try:
             job.future.set_result(self._generate([job])[0])
@@ -203,9 +263,16 @@ class Engine:
         constraint = LogitsProcessorList([first.constraint]) if first.constraint is not None else None
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(batch))
+        streamer = None
+        if first.on_text is not None:  # streamed jobs are batched alone (see Job.key)
+            streamer = TextStreamer(self.processor.tokenizer, first.sampling, first.on_text)
         with self._adapter(first.model_id):
-            return generate_batch(self.model, self.processor, [j.record for j in batch], [j.images for j in batch],
-                                  sampling=first.sampling, logits_processor=constraint)
+            results = generate_batch(self.model, self.processor, [j.record for j in batch], [j.images for j in batch],
+                                     sampling=first.sampling, logits_processor=constraint, streamer=streamer)
+        results = [self._answer(job, gen) for job, gen in zip(batch, results)]
+        if streamer is not None:
+            streamer.finish(results[0])
+        return results
 
     def _adapter(self, model_id: str):
         """Route this batch through `model_id`: the base model with adapters off, or one adapter."""

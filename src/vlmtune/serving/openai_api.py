@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -85,9 +86,22 @@ def parse_chat_request(body: object, limits: ImageLimits, max_tokens_cap: int) -
         req = ChatRequest.model_validate(body)
     except ValidationError as e:
         raise BadRequest(validation_message(e)) from None
-    record, images = to_record(req.messages, limits)
-    job = Job(record, images, req.model, sampling(req, max_tokens_cap), schema=response_schema(req.response_format))
+    messages, prefill = split_prefill(req.messages)
+    record, images = to_record(messages, limits)
+    job = Job(record, images, req.model, replace(sampling(req, max_tokens_cap), prefill=prefill),
+              schema=response_schema(req.response_format))
     return req, job
+
+
+def split_prefill(messages: list[ChatMessage]) -> tuple[list[ChatMessage], str]:
+    """A final assistant message is the start of the answer (prefill): (the messages before it, its text)."""
+    last = messages[-1]
+    if last.role != "assistant" or len(messages) < 2:
+        return messages, ""
+    parts = [TextContent(type="text", text=last.content)] if isinstance(last.content, str) else (last.content or [])
+    if any(isinstance(p, ImageContent) for p in parts):
+        raise BadRequest(f"messages.{len(messages) - 1}: assistant messages may not hold images")
+    return messages[:-1], "".join(p.text for p in parts)
 
 
 def sampling(req: ChatRequest, cap: int) -> Sampling:
@@ -137,7 +151,7 @@ def to_record(messages: list[ChatMessage], limits: ImageLimits) -> tuple[Record,
                 content.append(ImagePart("inline"))
         turns.append(Message(m.role, tuple(content)))
     if not turns or turns[-1].role != "user":
-        raise BadRequest("messages: the last message must have role 'user' (assistant prefill is not supported)")
+        raise BadRequest("messages: expected the last message to have role 'user', or 'assistant' after a 'user' one (prefill)")
     return Record(tuple(turns), system="\n".join(system), origin="request"), images
 
 
@@ -162,21 +176,33 @@ def completion_response(cid: str, model: str, gen: Generation) -> dict:
 
 def stream_chunks(cid: str, model: str, gen: Generation, include_usage: bool) -> list[dict]:
     """The response as chat.completion.chunk objects: role, text pieces, finish_reason, then usage if asked."""
-    created = int(time.time())
-
-    def chunk(delta: dict, finish: str | None = None, choices: bool = True) -> dict:
-        out = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-               "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}] if choices else []}
-        if include_usage:
-            out["usage"] = None
-        return out
-
     pieces = re.findall(r"\s*\S+", gen.text) or [""]
-    chunks = [chunk({"role": "assistant", "content": ""})]
-    chunks += [chunk({"content": piece}) for piece in pieces if piece]
-    chunks.append(chunk({}, FINISH_REASONS[gen.finish_reason]))
+    return [stream_start(cid, model, include_usage), *(stream_piece(cid, model, p, include_usage) for p in pieces if p),
+            *stream_end(cid, model, gen, include_usage)]
+
+
+def _chunk(cid: str, model: str, include_usage: bool, delta: dict, finish: str | None = None, choices: bool = True) -> dict:
+    out = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+           "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}] if choices else []}
     if include_usage:
-        chunks.append(chunk({}, choices=False) | {"usage": usage(gen)})
+        out["usage"] = None
+    return out
+
+
+def stream_start(cid: str, model: str, include_usage: bool) -> dict:
+    """The first chunk of a stream: the assistant role, no text yet."""
+    return _chunk(cid, model, include_usage, {"role": "assistant", "content": ""})
+
+
+def stream_piece(cid: str, model: str, text: str, include_usage: bool) -> dict:
+    return _chunk(cid, model, include_usage, {"content": text})
+
+
+def stream_end(cid: str, model: str, gen: Generation, include_usage: bool) -> list[dict]:
+    """The finish_reason chunk, then the usage chunk when the client asked for it."""
+    chunks = [_chunk(cid, model, include_usage, {}, FINISH_REASONS[gen.finish_reason])]
+    if include_usage:
+        chunks.append(_chunk(cid, model, include_usage, {}, choices=False) | {"usage": usage(gen)})
     return chunks
 
 

@@ -81,15 +81,22 @@ def image_placeholder(processor) -> str:
     return getattr(processor, "image_token", None) or "<image>"
 
 
-def encode_record(processor, record: Record, images: list[Image.Image], add_generation_prompt: bool = False) -> dict[str, torch.Tensor]:
-    """Token ids, labels (-100 outside assistant turns) and image tensors for one record."""
+def encode_record(processor, record: Record, images: list[Image.Image], add_generation_prompt: bool = False,
+                  prefill: str = "") -> dict[str, torch.Tensor]:
+    """Token ids, labels (-100 outside assistant turns) and image tensors for one record.
+
+    `prefill` is text put after everything else, untrained: the start of the answer a generation is primed with.
+    """
     placeholder = image_placeholder(processor)
     if isinstance(processor, PaliGemmaProcessor):
         _check_paligemma_images(record)
     per_record = False
     encoded: list[dict[str, torch.Tensor]] = []
     remaining = list(images)
-    for seg in conversation_segments(processor, record, add_generation_prompt):
+    segments = conversation_segments(processor, record, add_generation_prompt)
+    # Tokenized on its own, like an answer in training, so the primed tokens are the ones the model learnt.
+    segments += [Segment(prefill, trained=False)] if prefill else []
+    for seg in segments:
         n_images = seg.text.count(placeholder)
         seg_images, remaining = remaining[:n_images], remaining[n_images:]
         enc = _encode_segment(processor, seg, seg_images)
@@ -227,8 +234,8 @@ def _pad_dim(value: torch.Tensor, dim: int, size: int, fill) -> torch.Tensor:
     return torch.cat([value, value.new_full(shape, fill)], dim=dim)
 
 
-def encode_prompts(processor, records: list[Record], images: list[list[Image.Image]]) -> BatchFeature:
-    """Left-padded prompts (everything but the final answer) ready for `generate`.
+def encode_prompts(processor, records: list[Record], images: list[list[Image.Image]], prefill: str = "") -> BatchFeature:
+    """Left-padded prompts (everything but the final answer, then `prefill`) ready for `generate`.
 
     Encoded piece by piece like training, so a prompt is token for token what preceded the answer there
     (the processors alone differ: PaliGemma's, for one, puts its "\n" only at the end of the whole text).
@@ -236,7 +243,7 @@ def encode_prompts(processor, records: list[Record], images: list[list[Image.Ima
     examples = []
     for record, imgs in zip(records, images):
         prompt = Record(record.prompt_messages(), system=record.system, id=record.id, origin=record.origin)
-        example = encode_record(processor, prompt, list(imgs), add_generation_prompt=True)
+        example = encode_record(processor, prompt, list(imgs), add_generation_prompt=True, prefill=prefill)
         example.pop("labels")
         examples.append(example)
     return BatchFeature(collate(examples, processor.tokenizer.pad_token_id, padding_side="left"))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.state import AcceleratorState
 
 from vlmtune.config import Hyperparameters
 from vlmtune.io import write_json, write_text
@@ -67,6 +68,9 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
         shutil.rmtree(out_dir, ignore_errors=True)
     # Some towers carry layers a VLM never uses (SigLIP's post_layernorm under LLaVA); DDP must not wait for them.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    # Accelerate keeps one global state; a process may run several fine-tunings with different precisions
+    # (quickstart, notebooks, tests). The distributed part (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     acc = Accelerator(cpu=hp.device == "cpu" or not torch.cuda.is_available(), mixed_precision=_precision(hp), kwargs_handlers=[ddp])
     model = prepare_model(model, method, hp)
     trainable, total = count_parameters(model)
@@ -125,7 +129,8 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
         log.close()
 
     # ------------------------------------------------------------------ save
-    model = acc.unwrap_model(model)
+    # Without the autocast wrapper that prepare() put on forward: callers get a plain model back.
+    model = acc.unwrap_model(model, keep_fp32_wrapper=False)
     if acc.is_main_process:
         finish_run(model, processor, method, hp, out_dir, train_log.rows, val_log.rows, stopped_early, acc.num_processes)
     acc.wait_for_everyone()

@@ -15,6 +15,7 @@ from vlmtune.io import write_text
 from vlmtune.models.loading import load_model
 from vlmtune.training.checkpoint import list_checkpoints
 from vlmtune.training.recipe import COMPLETE, TrainResult, finetune
+from vlmtune.training.setup import check_method_possible
 
 RUN_CONFIG = "run_config.yaml"
 
@@ -62,7 +63,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     resume = check_output(cfg)
     train_records = read_records(cfg.train_data, cfg.images_root)
     val_records = read_records(cfg.val_data, cfg.images_root) if cfg.val_data else []
-    model, processor = load_model(cfg.model, cfg.device, seed=cfg.seed)
+    check_method_possible(cfg.method)  # before anything is loaded or written
+    model, processor = load_model(cfg.model, cfg.device, seed=cfg.seed, load_in_4bit=cfg.method == "qlora")
     if not resume:
         import shutil
 
