@@ -199,3 +199,84 @@ def test_lora_on_the_vision_tower_and_projector_when_asked(tmp_path):
     assert parts(prepare_model(build_tiny()[0], "lora", cfg)) == {"vision": False, "projector": False, "language": True}
     both = cfg.model_copy(update={"lora_vision": True, "lora_projector": True})
     assert parts(prepare_model(build_tiny()[0], "lora", both)) == {"vision": True, "projector": True, "language": True}
+
+
+def test_train_never_deletes_a_folder_it_did_not_make(tmp_path):
+    cfg = _cfg(tmp_path)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(VlmtuneError, match="exists and is not a vlmtune run folder"):
+        train(cfg.model_copy(update={"output": precious}))
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_export_refuses_to_overwrite_its_own_run(tmp_path):
+    cfg = _cfg(tmp_path, epochs=1)
+    train(cfg)
+    result = CliRunner().invoke(main, ["export", str(cfg.output), "--out", str(cfg.output)])
+    assert result.exit_code == 1 and "outside the run" in result.output
+    assert (cfg.output / "run_complete.json").is_file()
+
+
+def test_the_returned_model_is_the_saved_model(tmp_path):
+    """With validation every step the best step is rarely the last; what is returned must be what was saved."""
+    from transformers import AutoModelForImageTextToText
+
+    cfg = _cfg(tmp_path, method="full", epochs=2, eval_every_steps=1, learning_rate=2e-2)
+    result = train(cfg)
+    saved = AutoModelForImageTextToText.from_pretrained(cfg.output / "model")
+    live = dict(result.model.named_parameters())
+    for name, p in saved.named_parameters():
+        assert torch.equal(p, live[name].detach().cpu()), name
+    best = min(r["validation_loss"] for r in result.val_log)
+    assert json.loads((cfg.output / "run_complete.json").read_text())["best_validation_loss"] == best
+
+
+def test_a_resumed_run_that_had_stopped_early_stays_stopped(tmp_path):
+    cfg = _cfg(tmp_path, method="full", epochs=3, eval_every_steps=2, early_stopping_patience=1, early_stopping_threshold=10.0)
+    first = train(cfg)
+    assert first.stopped_early
+    # As if killed after the last checkpoint but before the run was marked complete.
+    (cfg.output / "run_complete.json").unlink()
+    again = train(cfg)
+    assert [r["step_number"] for r in again.train_log] == [r["step_number"] for r in first.train_log]
+
+
+def test_inline_base64_images_train(tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(png, format="PNG")
+    line = {"schemaVersion": "bedrock-conversation-2024", "messages": [
+        {"role": "user", "content": [{"image": {"format": "png", "source": {"bytes": base64.b64encode(png.getvalue()).decode()}}},
+                                     {"text": "Which colour is the tallest bar?"}]},
+        {"role": "assistant", "content": [{"text": "red"}]}]}
+    data = tmp_path / "inline.jsonl"
+    data.write_text((json.dumps(line) + "\n") * 4)
+    result = train(TrainConfig(model="tiny", train_data=data, output=tmp_path / "run", epochs=1, batch_size=2, warmup_steps=0))
+    assert len(result.train_log) == 2
+
+
+def test_an_empty_training_file_is_an_error_and_leaves_nothing(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result = CliRunner().invoke(main, ["train", "--model", "tiny", "--train-data", str(empty), "--output", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "expected at least one record, found an empty file" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "bogus"], "option 'device'"),
+    (["--lora-target", "(["], "option 'lora_target': expected a regular expression"),
+    (["--method", "lora", "--lora-target", "nomatch"], "option 'lora_target': expected a pattern matching"),
+    (["--generate-eval-task", "bogus"], "option 'generate_eval_task'"),
+])
+def test_option_mistakes_are_one_line_and_leave_nothing(tmp_path, args, message):
+    train_file, _ = write_chart_data(tmp_path / "data", n_train=4, n_val=2)
+    result = CliRunner().invoke(main, ["train", "--model", "tiny", "--train-data", str(train_file), "--output", str(tmp_path / "run"), *args])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()

@@ -158,3 +158,10 @@ def test_cli_exit_codes_lines_and_json(folder):
     assert runner.invoke(main, ["data", "validate", str(folder / "d.jsonl")]).exit_code == 0
     assert runner.invoke(main, ["data", "validate", str(folder / "d.jsonl"), "--target", "nope"]).exit_code == 2
     assert runner.invoke(main, ["data", "validate"]).exit_code == 2
+
+
+def test_an_integer_too_long_to_convert_is_a_problem_not_a_crash(tmp_path):
+    path = tmp_path / "big.jsonl"
+    path.write_text('{"a": ' + "1" * 5000 + "}\n")
+    problems = list(validate_file(path))
+    assert any(p.code == "invalid-json" and p.line == 1 for p in problems)

@@ -73,6 +73,32 @@ class Hyperparameters(BaseModel):
         check_ranges(self.target, self.model_dump())
         return self
 
+    @model_validator(mode="after")
+    def _check_names(self):
+        """Options whose mistakes would otherwise surface deep inside a run (or after its first epoch)."""
+        import re
+
+        import torch
+
+        if self.device != "auto":
+            try:
+                device = torch.device(self.device)
+            except RuntimeError:
+                raise ValueError(f"option 'device': expected auto, cpu, cuda or cuda:N, found {self.device!r}") from None
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"option 'device': expected a device this machine has, found {self.device!r} (no CUDA GPU)")
+        if self.lora_target:
+            try:
+                re.compile(self.lora_target)
+            except re.error as e:
+                raise ValueError(f"option 'lora_target': expected a regular expression, found {self.lora_target!r} ({e})") from None
+        if self.generate_eval_task:
+            from vlmtune.evaluation.tasks import TASKS
+
+            if self.generate_eval_task not in TASKS:
+                raise ValueError(f"option 'generate_eval_task': expected one of {', '.join(TASKS)}, found {self.generate_eval_task!r}")
+        return self
+
     @property
     def peak_learning_rate(self) -> float:
         return self.learning_rate * self.learning_rate_multiplier

@@ -21,6 +21,11 @@ class _Group(click.Group):
         except VlmtuneError as e:
             click.secho(f"error: {e}", fg="red", err=True)
             sys.exit(1)
+        except OSError as e:
+            # A path the user gave that is a folder, not a folder, unreadable, ...: their mistake, not ours.
+            where = f"{e.filename}: " if e.filename else ""
+            click.secho(f"error: {where}{e.strerror or e}", fg="red", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=_Group)

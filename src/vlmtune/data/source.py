@@ -78,6 +78,8 @@ def _decode(raw: bytes, lineno: int) -> dict | Problem:
         return Problem(lineno, "error", "invalid-json", f"expected one JSON object per line, found invalid JSON ({e.msg}; column {e.colno})")
     except RecursionError:
         return Problem(lineno, "error", "invalid-json", "expected a JSON object, found nesting too deep to read")
+    except ValueError as e:  # e.g. an integer longer than Python's 4,300-digit conversion limit
+        return Problem(lineno, "error", "invalid-json", f"expected one JSON object per line, found a value that cannot be read ({e})")
     if not isinstance(obj, dict):
         return Problem(lineno, "error", "not-an-object", f"expected a JSON object, found {type(obj).__name__}")
     return obj
@@ -100,8 +102,8 @@ def _iter_array(data: bytes) -> Iterator[Item]:
             break
         try:
             obj, end = decoder.raw_decode(text, pos)
-        except (json.JSONDecodeError, RecursionError) as e:
-            msg = e.msg if isinstance(e, json.JSONDecodeError) else "nesting too deep"
+        except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError, as is a 5,000-digit integer
+            msg = e.msg if isinstance(e, json.JSONDecodeError) else "nesting too deep" if isinstance(e, RecursionError) else str(e)
             yield line, Problem(line, "error", "invalid-json", f"expected a JSON array of objects, found invalid JSON ({msg}); the rest of the file is not read")
             return
         yield line, obj if isinstance(obj, dict) else Problem(line, "error", "not-an-object", f"expected a JSON object, found {type(obj).__name__}")

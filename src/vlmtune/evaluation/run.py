@@ -124,10 +124,11 @@ def run_eval(cfg: EvalConfig) -> dict:
     order = {r.id: i for i, r in enumerate(records)}
 
     def save(rows: list[dict]) -> None:
+        # run.json goes with the first predictions, so a run that fails before any answer leaves no file.
+        write_json(out / "run.json", settings)
         done.update({row["id"]: row for row in rows})
         write_jsonl(out / "predictions.jsonl", sorted(done.values(), key=lambda row: order[row["id"]]))
 
-    write_json(out / "run.json", settings)
     label = f"{cfg.task}: answering ({len(done)} already done)" if done else f"{cfg.task}: answering"
     for _ in predict(model, processor, todo, task, Path(cfg.data).parent, sampling, prompt=prompt, schema=schema,
                      constrained=cfg.constrained, batch_size=cfg.batch_size, description=label, on_batch=save):

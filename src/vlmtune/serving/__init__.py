@@ -57,6 +57,13 @@ class ServeConfig(ServeOptions):
 
     adapters: dict[str, Path] = Field(default_factory=dict, description="LoRA adapters by the model id that selects them")
 
+    @field_validator("allow_local_images")
+    @classmethod
+    def _existing_folder(cls, value):
+        if value is not None and not Path(value).is_dir():
+            raise ValueError(f"expected an existing folder for --allow-local-images, found {str(value)!r}")
+        return value
+
     @field_validator("adapters", mode="before")
     @classmethod
     def _parse_pairs(cls, value):

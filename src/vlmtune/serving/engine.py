@@ -105,6 +105,9 @@ def attach_adapters(model, adapters: dict[str, Path]):
 
     wrapped = None
     for name, path in adapters.items():
+        if not (Path(path) / "adapter_config.json").is_file():
+            # Checked here: peft would otherwise take the folder name for a hub id and retry the network.
+            raise VlmtuneError(f"--adapter {name}={path}: expected a folder with adapter_config.json (a saved LoRA adapter), found none")
         try:
             if wrapped is None:
                 wrapped = PeftModel.from_pretrained(model, str(path), adapter_name=name)

@@ -57,6 +57,34 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
     return final
 
 
+def save_best(run_dir: Path, model) -> None:
+    """Keep the best validated trainable weights beside the checkpoints (atomic replace)."""
+    path = run_dir / CHECKPOINTS / "best.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".tmp-best.safetensors")
+    save_file(trainable_state(model), tmp)
+    os.replace(tmp, path)
+
+
+def load_best(run_dir: Path, model) -> bool:
+    """Put the best validated weights back into `model`; False when there are none."""
+    path = run_dir / CHECKPOINTS / "best.safetensors"
+    if not path.is_file():
+        return False
+    _copy_into(model, load_file(path))
+    return True
+
+
+def _copy_into(model, weights: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = sorted(set(weights) - set(params))
+    if missing:
+        raise RuntimeError(f"checkpoint holds weights the model does not have: {missing[:3]}")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value.to(params[name].device, params[name].dtype))
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     root = run_dir / CHECKPOINTS
@@ -68,11 +96,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     """Restore weights, optimizer, scheduler and RNG; return the trainer state."""
     import json
 
-    weights = load_file(path / "trainable.safetensors")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value.to(params[name].device, params[name].dtype))
+    _copy_into(model, load_file(path / "trainable.safetensors"))
     blob = torch.load(path / "optimizer.pt", weights_only=False)
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])

@@ -17,6 +17,9 @@ def export_run(run: Path, out: Path, merge: bool = True) -> Path:
     if not config_path.is_file():
         raise VlmtuneError(f"{run}: expected a finished vlmtune run folder (with config.yaml), found none")
     config = yaml.safe_load(config_path.read_text())
+    if not isinstance(config, dict) or "model" not in config:
+        raise VlmtuneError(f"{config_path}: expected a vlmtune run config with 'model' and 'seed', found {type(config).__name__}")
+    _check_destination(run, out)
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     if (run / "model").is_dir():  # full fine-tuning: the run already holds a standalone model
@@ -32,10 +35,19 @@ def export_run(run: Path, out: Path, merge: bool = True) -> Path:
     return out
 
 
+def _check_destination(run: Path, out: Path) -> None:
+    """Never replace the run itself, a folder around it, or a folder that is not a previous export."""
+    run_abs, out_abs = run.resolve(), out.resolve()
+    if out_abs == run_abs or run_abs in out_abs.parents or out_abs in run_abs.parents:
+        raise VlmtuneError(f"--out {out}: expected a folder outside the run {run}, found the run or a folder around it")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").is_file())):
+        raise VlmtuneError(f"--out {out}: exists and is not a previous export; choose another --out")
+
+
 def merged_model(run: Path, config: dict):
     """Base model + the run's LoRA adapter, merged into plain weights."""
     from peft import PeftModel
 
-    base, processor = load_model(config["model"], device="cpu", seed=config["seed"])
+    base, processor = load_model(config["model"], device="cpu", seed=config.get("seed", 42))
     model = PeftModel.from_pretrained(base, run / "adapter")
     return model.merge_and_unload(), processor

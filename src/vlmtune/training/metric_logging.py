@@ -53,9 +53,11 @@ class CsvLogger:
 class GenerationLogger:
     """Like CsvLogger, but its columns are known only once the task's first metrics arrive."""
 
-    def __init__(self, path: Path, enabled: bool = True):
+    def __init__(self, path: Path, rows: list[dict] | None = None, enabled: bool = True):
         self.path, self.enabled, self.rows = path, enabled, []
         self._csv: CsvLogger | None = None
+        for row in rows or []:
+            self.log(row)
 
     def log(self, row: dict) -> None:
         self.rows.append(row)
@@ -73,6 +75,9 @@ def perplexity(loss: float) -> float:
     return math.exp(min(loss, 50.0))
 
 
+_INT_COLUMNS = ("step_number", "epoch_number")
+
+
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: int(v) if k in _INT_COLUMNS else float(v) for k, v in row.items()} for row in csv.DictReader(f)]

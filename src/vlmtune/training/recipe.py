@@ -87,19 +87,20 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
     pad_id = processor.tokenizer.pad_token_id
 
     # ------------------------------------------------------------------ resume
-    step, kept_rows = 0, {"train": [], "val": []}
+    step, kept_rows = 0, {"train": [], "val": [], "gen": []}
     last = ckpt.list_checkpoints(out_dir)[-1:] if resume else []
     if last:
         state = ckpt.load_checkpoint(last[0], acc.unwrap_model(model), optimizer, scheduler)
         step, kept_rows = state["step"], _rows_up_to(out_dir, state["step"])
         early.load_state_dict(state["early_stopping"])
         console.print(f"resuming from {last[0]} (step {step} of {total_steps})")
+    stopped_early = early.should_stop  # a run killed right after it stopped early must not train on
     train_log = CsvLogger(out_dir / TRAIN_CSV, TRAIN_COLUMNS, kept_rows["train"], enabled=acc.is_main_process)
     val_log = CsvLogger(out_dir / VAL_CSV, VAL_COLUMNS, kept_rows["val"], enabled=acc.is_main_process)
-    gen_log = GenerationLogger(out_dir / GEN_CSV, enabled=acc.is_main_process and bool(hp.generate_eval_task))
+    gen_log = GenerationLogger(out_dir / GEN_CSV, kept_rows["gen"], enabled=acc.is_main_process and bool(hp.generate_eval_task))
 
     # ------------------------------------------------------------------ train
-    started, stopped_early = time.perf_counter(), False
+    started = time.perf_counter()
     with progress_bar(f"fine-tuning ({method})", total=total_steps) as advance:
         advance(step)
         while step < total_steps and not stopped_early:
@@ -113,15 +114,17 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
             advance(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}", tok_s=f"{tokens / (time.perf_counter() - t0):,.0f}")
             # -------------------------------------------------------------- validate and checkpoint
             epoch_end = step % steps_per_epoch == 0
-            if val_set.examples and (epoch_end or (hp.eval_every_steps and step % hp.eval_every_steps == 0)):
+            validated = bool(val_set.examples) and (epoch_end or _due(step, hp.eval_every_steps))
+            if validated:
                 val_loss = validation_loss(acc, model, val_set.examples, hp.batch_size, pad_id)
                 val_log.log({"step_number": step, "epoch_number": epoch + 1, "validation_loss": val_loss, "perplexity": perplexity(val_loss)})
                 if early.update(val_loss) and acc.is_main_process:
-                    save_model(acc.unwrap_model(model), processor, out_dir / "best")
+                    ckpt.save_best(out_dir, acc.unwrap_model(model))
                 stopped_early = early.should_stop
             if hp.generate_eval_task and val and (epoch_end or _due(step, hp.generate_eval_every_steps or hp.eval_every_steps)):
                 gen_log.log({"step_number": step, "epoch_number": epoch + 1} | generation_metrics(acc.unwrap_model(model), processor, val, images_root, hp))
-            if epoch_end or stopped_early or (hp.save_every_steps and step % hp.save_every_steps == 0):
+            # Checkpoint at every validation too, so the best weights never come from after the last checkpoint.
+            if epoch_end or validated or _due(step, hp.save_every_steps):
                 if acc.is_main_process:
                     ckpt.save_checkpoint(out_dir, step, acc.unwrap_model(model), optimizer, scheduler, {"early_stopping": early.state_dict()})
                 acc.wait_for_everyone()
@@ -211,38 +214,19 @@ def save_model(model, processor, folder: Path) -> None:
 
 def finish_run(model, processor, method: str, hp: Hyperparameters, out_dir: Path, train_rows, val_rows,
                stopped_early: bool, processes: int = 1) -> None:
-    """The deliverable is the best validated weights when there was validation, else the last ones."""
+    """The deliverable is the best validated weights when there was validation, else the last ones.
+
+    `run_complete.json` is written last: a crash before it leaves a run that the same command finishes.
+    """
     target = out_dir / ("model" if method == "full" else "adapter")
-    best = out_dir / "best"
-    if best.is_dir():
-        _load_weights(model, best, method)
-        shutil.rmtree(target, ignore_errors=True)
-        best.rename(target)
-    else:
-        save_model(model, processor, target)
+    ckpt.load_best(out_dir, model)  # the caller's in-memory model is then exactly what is saved
+    save_model(model, processor, target)
     write_text(out_dir / "config.yaml", _yaml(hp.model_dump(mode="json") | {"resolved_method": method}))
     loss_curve(train_rows, val_rows, out_dir / "loss_curve.png")
     best_val = min((r["validation_loss"] for r in val_rows), default=None)
     write_json(out_dir / COMPLETE, {"method": method, "steps": len(train_rows), "stopped_early": stopped_early,
                                     "final_training_loss": train_rows[-1]["training_loss"] if train_rows else None,
                                     "best_validation_loss": best_val, "weights": target.name, "processes": processes})
-
-
-def _load_weights(model, folder: Path, method: str) -> None:
-    """Put the best checkpoint's weights back into the in-memory model, so callers evaluate what was saved."""
-    from safetensors.torch import load_file
-
-    name = "adapter_model.safetensors" if method != "full" else "model.safetensors"
-    files = [folder / name] if (folder / name).is_file() else sorted(folder.glob("*.safetensors"))
-    state = {}
-    for f in files:
-        state |= load_file(f)
-    if method == "full":
-        model.load_state_dict(state, strict=False)
-    else:
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(model, state)
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -252,7 +236,7 @@ def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 def _rows_up_to(out_dir: Path, step: int) -> dict[str, list[dict]]:
     rows = {}
-    for key, path in (("train", out_dir / TRAIN_CSV), ("val", out_dir / VAL_CSV)):
+    for key, path in (("train", out_dir / TRAIN_CSV), ("val", out_dir / VAL_CSV), ("gen", out_dir / GEN_CSV)):
         rows[key] = [r for r in read_csv(path) if r["step_number"] <= step] if path.is_file() else []
     return rows
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,12 +24,16 @@ RUN_CONFIG = "run_config.yaml"
 def read_records(path: Path, images_root: Path | None) -> list[Record]:
     """Read a data file and make its image paths absolute, so train and validation files can live apart."""
     root = Path(images_root or Path(path).parent).resolve()
-    return [_absolute(r, root) for r in read_bedrock(path)]
+    records = [_absolute(r, root) for r in read_bedrock(path)]
+    if not records:
+        raise VlmtuneError(f"{path}: expected at least one record, found an empty file")
+    return records
 
 
 def _absolute(record: Record, root: Path) -> Record:
     def fix(part):
-        if isinstance(part, ImagePart) and not part.source.startswith("s3://") and not Path(part.source).is_absolute():
+        local = not part.source.startswith(("s3://", "data:", "http://", "https://")) if isinstance(part, ImagePart) else False
+        if local and not Path(part.source).is_absolute():
             return replace(part, source=str(root / part.source))
         return part
 
@@ -38,13 +43,21 @@ def _absolute(record: Record, root: Path) -> Record:
 def check_output(cfg: TrainConfig) -> bool:
     """Decide between a fresh start and a resume; refuse to mix two different runs in one folder."""
     out = cfg.output
+    if out.exists() and not out.is_dir():
+        raise VlmtuneError(f"--output {out}: expected a folder for the run, found a file")
+    if out.is_dir() and any(out.iterdir()) and not _is_run_folder(out):
+        # Never delete a folder vlmtune did not make: a typo must not cost the user their data.
+        raise VlmtuneError(f"--output {out}: exists and is not a vlmtune run folder; choose another --output")
     if cfg.overwrite:
         return False
     if (out / COMPLETE).is_file():
         raise VlmtuneError(f"{out}: holds a finished run; choose another --output or pass --overwrite")
     saved = out / RUN_CONFIG
     if list_checkpoints(out) and saved.is_file():
-        before = yaml.safe_load(saved.read_text())
+        try:
+            before = yaml.safe_load(saved.read_text()) or {}
+        except yaml.YAMLError:
+            raise VlmtuneError(f"{saved}: unreadable; pass --overwrite to start the run over") from None
         now = _comparable(cfg)
         changed = sorted(k for k in now if before.get(k) != now[k])
         if changed:
@@ -52,6 +65,10 @@ def check_output(cfg: TrainConfig) -> bool:
                                "re-run with the same options to resume, or pass --overwrite")
         return True
     return False
+
+
+def _is_run_folder(folder: Path) -> bool:
+    return (folder / RUN_CONFIG).is_file() or (folder / COMPLETE).is_file() or (folder / "checkpoints").is_dir()
 
 
 def _comparable(cfg: TrainConfig) -> dict:
@@ -66,8 +83,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     check_method_possible(cfg.method)  # before anything is loaded or written
     model, processor = load_model(cfg.model, cfg.device, seed=cfg.seed, load_in_4bit=cfg.method == "qlora")
     if not resume:
-        import shutil
-
         shutil.rmtree(cfg.output, ignore_errors=True)
     write_text(cfg.output / RUN_CONFIG, yaml.safe_dump(_comparable(cfg), sort_keys=False))
-    return finetune(model, processor, train_records, val_records, Path("/"), cfg, cfg.output, resume=True)
+    try:
+        return finetune(model, processor, train_records, val_records, Path("/"), cfg, cfg.output, resume=True)
+    except BaseException:
+        if not resume and not list_checkpoints(cfg.output):
+            shutil.rmtree(cfg.output, ignore_errors=True)  # a run that failed before its first checkpoint leaves nothing
+        raise

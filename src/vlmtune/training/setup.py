@@ -65,7 +65,10 @@ def prepare_model(model, method: str, hp: Hyperparameters):
     # An explicit regex overrides; otherwise the family says which Linear layers belong to which part.
     target = hp.lora_target or lora_targets(model, vision=hp.lora_vision, projector=hp.lora_projector)
     config = LoraConfig(r=hp.lora_rank, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout, target_modules=target)
-    return get_peft_model(model, config)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:  # peft: "Target modules ... not found in the base model"
+        raise VlmtuneError(f"option 'lora_target': expected a pattern matching some of the model's Linear layers, found {target!r}: {e}") from None
 
 
 def build_optimizer(model, hp: Hyperparameters) -> torch.optim.Optimizer:
