@@ -6,11 +6,12 @@ import base64
 import binascii
 import io
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from vlmtune.data.record import ImagePart, Record
+from vlmtune.data.record import ImagePart, Message, Record
 from vlmtune.errors import VlmtuneError
 
 _MIME = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp"}
@@ -42,9 +43,27 @@ def decode_data_uri(source: str) -> bytes:
         raise VlmtuneError(f"inline image {source[:40]!r}...: expected base64 bytes, found invalid base64") from None
 
 
+REMOTE_PREFIXES = ("s3://", "data:", "http://", "https://")
+
+
+def is_local(part: ImagePart) -> bool:
+    """A file path (relative or absolute), as opposed to an s3:// URI, a data: URI or a web address."""
+    return not part.source.startswith(REMOTE_PREFIXES)
+
+
+def with_absolute_images(record: Record, root: Path) -> Record:
+    """The record with its local image paths made absolute, so it still loads when read from elsewhere."""
+    def fix(part):
+        if isinstance(part, ImagePart) and is_local(part):
+            return replace(part, source=str(resolve_image_path(part, root).resolve()))
+        return part
+
+    return replace(record, messages=tuple(Message(m.role, tuple(fix(p) for p in m.content)) for m in record.messages))
+
+
 def resolve_image_path(part: ImagePart, root: Path) -> Path:
     """A local image's path: absolute as written, relative ones against `root` (the data file's folder)."""
-    if part.source.startswith(("s3://", "data:", "http://", "https://")):
+    if not is_local(part):
         raise VlmtuneError(f"image {part.source[:60]!r}: expected a local file path here")
     path = Path(os.path.expanduser(part.source))
     return path if path.is_absolute() else Path(root) / path

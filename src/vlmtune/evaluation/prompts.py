@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from vlmtune.data.images import resolve_image_path
-from vlmtune.data.record import ImagePart, Message, Record, TextPart, to_chat_messages
+from vlmtune.data.images import is_local, resolve_image_path, with_absolute_images
+from vlmtune.data.record import Message, Record, TextPart, to_chat_messages
 from vlmtune.errors import VlmtuneError
 
 QUESTION = "{question}"
@@ -74,28 +74,13 @@ def choose_shots(train: list[Record], k: int, train_path: Path, test: list[Recor
     if len(pool) < k:
         raise VlmtuneError(f"--shots-from {train_path}: only {len(pool)} records are not also in the test file; --shots {k} needs {k}")
     picked = random.Random(seed).sample(pool, k)
-    return tuple(_absolute_images(r, Path(train_path).parent) for r in picked)
+    return tuple(with_absolute_images(r, Path(train_path).parent) for r in picked)
 
 
 def _fingerprint(record: Record, root: Path) -> tuple:
     """What makes two records the same test item: the same images (resolved) and the same question."""
-    images = tuple(str(resolve_image_path(p, root).resolve()) if _is_local(p) else p.source for p in record.images)
+    images = tuple(str(resolve_image_path(p, root).resolve()) if is_local(p) else p.source for p in record.images)
     return images, record.prompt_messages()[-1].text if record.prompt_messages() else ""
-
-
-def _is_local(part: ImagePart) -> bool:
-    return not part.source.startswith(("s3://", "data:", "http://", "https://"))
-
-
-def _absolute_images(record: Record, root: Path) -> Record:
-    """The record with local image paths made absolute, so shots load beside test images of another folder."""
-    def fix(part):
-        if isinstance(part, ImagePart) and _is_local(part):
-            return ImagePart(str(resolve_image_path(part, root).resolve()), part.format)
-        return part
-
-    messages = tuple(Message(m.role, tuple(fix(p) for p in m.content)) for m in record.messages)
-    return Record(messages, system=record.system, id=record.id, origin=record.origin, meta=record.meta)
 
 
 def apply_prompt(record: Record, prompt: Prompt) -> Record:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from vlmtune.config import TrainConfig
 from vlmtune.data.formats.bedrock import read_bedrock
-from vlmtune.data.record import ImagePart, Message, Record
+from vlmtune.data.images import with_absolute_images
+from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
 from vlmtune.io import write_text
 from vlmtune.models.loading import load_model
@@ -24,20 +24,10 @@ RUN_CONFIG = "run_config.yaml"
 def read_records(path: Path, images_root: Path | None) -> list[Record]:
     """Read a data file and make its image paths absolute, so train and validation files can live apart."""
     root = Path(images_root or Path(path).parent).resolve()
-    records = [_absolute(r, root) for r in read_bedrock(path)]
+    records = [with_absolute_images(r, root) for r in read_bedrock(path)]
     if not records:
         raise VlmtuneError(f"{path}: expected at least one record, found an empty file")
     return records
-
-
-def _absolute(record: Record, root: Path) -> Record:
-    def fix(part):
-        local = not part.source.startswith(("s3://", "data:", "http://", "https://")) if isinstance(part, ImagePart) else False
-        if local and not Path(part.source).is_absolute():
-            return replace(part, source=str(root / part.source))
-        return part
-
-    return replace(record, messages=tuple(Message(m.role, tuple(fix(p) for p in m.content)) for m in record.messages))
 
 
 def check_output(cfg: TrainConfig) -> bool:
