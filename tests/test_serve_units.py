@@ -147,3 +147,21 @@ def test_stream_chunks_reassemble_the_text():
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 16
     assert time.time() - chunks[0]["created"] < 5
+
+
+def test_generation_stops_at_the_request_deadline(tiny):
+    """A request whose client has given up must not keep the model busy for its whole max_tokens."""
+    import time
+
+    from PIL import Image
+
+    from vlmtune.data.record import qa_record
+    from vlmtune.evaluation.generate import Sampling, generate_batch
+
+    model, processor = tiny
+    record = qa_record("x.png", "How many bars are there?", "")
+    sampling = Sampling(max_new_tokens=400)
+    started = time.monotonic()
+    gen = generate_batch(model, processor, [record], [[Image.new("RGB", (64, 64))]], sampling=sampling, deadline=started + 0.3)[0]
+    assert gen.finish_reason == "max_tokens" and gen.output_tokens < 400
+    assert time.monotonic() - started < 3.0

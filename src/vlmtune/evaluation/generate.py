@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from vlmtune.data.images import load_record_images
 from vlmtune.data.record import Record
@@ -38,10 +40,12 @@ class Sampling:
 
 @torch.no_grad()
 def generate_batch(model, processor, records: list[Record], images: list[list], max_new_tokens: int | None = None,
-                   sampling: Sampling | None = None, logits_processor=None, streamer=None) -> list[Generation]:
+                   sampling: Sampling | None = None, logits_processor=None, streamer=None,
+                   deadline: float | None = None) -> list[Generation]:
     """Decode one left-padded batch; token counts exclude padding; text is cut at the first stop string.
 
     `streamer` (a transformers BaseStreamer, batch of one only) sees the prompt ids, then each new token.
+    `deadline` (a time.monotonic() value) stops decoding when it passes; rows end as "max_tokens".
     """
     sampling = sampling or Sampling(max_new_tokens=max_new_tokens or 16)
     enc = encode_prompts(processor, records, images, prefill=sampling.prefill).to(model.device)
@@ -54,9 +58,21 @@ def generate_batch(model, processor, records: list[Record], images: list[list], 
         kwargs["logits_processor"] = logits_processor
     if streamer is not None:
         kwargs["streamer"] = streamer
+    if deadline is not None:
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_Deadline(deadline)])
     out = model.generate(**enc, max_new_tokens=sampling.max_new_tokens, **kwargs)
     new = out[:, enc["input_ids"].shape[1] :]
     return [_decode(processor.tokenizer, row.tolist(), int(mask.sum()), sampling) for row, mask in zip(new, enc["attention_mask"])]
+
+
+class _Deadline(StoppingCriteria):
+    """Stop every row once the wall-clock deadline has passed (the server's request timeout)."""
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), time.monotonic() > self.deadline, dtype=torch.bool, device=input_ids.device)
 
 
 def _decode(tok, ids: list[int], n_input: int, sampling: Sampling) -> Generation:

@@ -49,6 +49,7 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
 
     async def run(job: Job) -> Generation:
         """Queue a job and wait for it, within the request timeout."""
+        job.deadline = time.monotonic() + cfg.request_timeout
         future = engine.submit(job)
         try:
             gen = await asyncio.wait_for(asyncio.wrap_future(future), cfg.request_timeout)
@@ -89,6 +90,7 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         if req.stream:
             loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
             job.on_text = lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece)
+            job.deadline = time.monotonic() + cfg.request_timeout
             future = engine.submit(job)  # before the response starts, so a refusal is still an HTTP error
             # Pieces are queued from the worker thread before the future resolves, so None comes last.
             future.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))

@@ -39,6 +39,8 @@ class Job:
     constraint: object | None = None  # the compiled logits processor for `schema`
     # For a streamed request: called on the worker thread with each new piece of the answer's text.
     on_text: Callable[[str], None] | None = None
+    # time.monotonic() after which the client has given up: generation for this job stops there.
+    deadline: float | None = None
     future: Future = field(default_factory=Future)
 
     @property
@@ -269,9 +271,12 @@ class Engine:
         streamer = None
         if first.on_text is not None:  # streamed jobs are batched alone (see Job.key)
             streamer = TextStreamer(self.processor.tokenizer, first.sampling, first.on_text)
+        # A batch stops at its latest client deadline: past it nobody is waiting for any of its answers.
+        deadlines = [j.deadline for j in batch]
+        deadline = max(deadlines) if None not in deadlines else None
         with self._adapter(first.model_id):
             results = generate_batch(self.model, self.processor, [j.record for j in batch], [j.images for j in batch],
-                                     sampling=first.sampling, logits_processor=constraint, streamer=streamer)
+                                     sampling=first.sampling, logits_processor=constraint, streamer=streamer, deadline=deadline)
         results = [self._answer(job, gen) for job, gen in zip(batch, results)]
         if streamer is not None:
             streamer.finish(results[0])
