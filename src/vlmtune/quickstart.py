@@ -15,7 +15,8 @@ from vlmtune.data.formats.bedrock import write_bedrock
 from vlmtune.data.record import Record, qa_record
 from vlmtune.data.split import split_records
 from vlmtune.data.synth import generate_chart_qa, generate_w2
-from vlmtune.evaluation.generate import generate
+from vlmtune.evaluation.generate import Sampling
+from vlmtune.evaluation.run import evaluate_records
 from vlmtune.evaluation.tasks import Task, get_task
 from vlmtune.io import atomic_path, write_jsonl
 from vlmtune.models.loading import load_model
@@ -99,19 +100,12 @@ def make_dataset(cfg: QuickstartConfig, folder: Path) -> dict[str, list[Record]]
 
 def evaluate(model, processor, records: list[Record], task: Task, root: Path, cfg: QuickstartConfig,
              filename: str, label: str) -> dict:
-    """Generate on the test split, score each answer, save predictions, return aggregated metrics."""
-    max_new = cfg.max_new_tokens or task.max_new_tokens
-    outputs = generate(model, processor, records, root, cfg.eval_batch_size, max_new, f"{label}: answering")
-    scores = [task.score(o.text, r) for o, r in zip(outputs, records)]
-    rows = [
-        {"id": r.id, "question": r.prompt_messages()[-1].text, "reference": r.answer, "prediction": o.text,
-         "output_tokens": o.output_tokens, "scores": s if isinstance(s, dict) else s.to_dict()}
-        for o, r, s in zip(outputs, records, scores)
-    ]
+    """Answer the test split with the eval command's own loop, save the predictions, return the metrics."""
+    sampling = Sampling(max_new_tokens=cfg.max_new_tokens or task.max_new_tokens)
+    rows, metrics = evaluate_records(model, processor, records, task, root, sampling,
+                                     batch_size=cfg.eval_batch_size, description=f"{label}: answering")
     write_jsonl(Path(cfg.out) / filename, rows)
-    result = task.aggregate(scores, records)
-    result["output_tokens_mean"] = sum(o.output_tokens for o in outputs) / max(len(outputs), 1)
-    return result
+    return metrics
 
 
 def answer_prior(train: list[Record], test: list[Record], task: Task) -> dict:
