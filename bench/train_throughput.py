@@ -38,7 +38,7 @@ def _tiny(batch: int):
     from vlmtune.data.record import qa_record
     from vlmtune.data.synth import generate_chart_qa
     from vlmtune.models.tiny import build_tiny
-    from vlmtune.training.encode import collate, encode_record
+    from vlmtune.models.encode import collate, encode_record
 
     model, processor = build_tiny()
     examples = generate_chart_qa(batch, seed=1)
@@ -140,7 +140,7 @@ def vlmtune_loop(model, inputs: dict, steps: int, hp: Hyperparameters) -> list[f
 
 def _split_examples(inputs: dict) -> list[dict]:
     """The batch as per-example tensors, the form the recipe's collate() takes."""
-    from vlmtune.training.encode import TOKEN_KEYS
+    from vlmtune.models.encode import TOKEN_KEYS
 
     n = len(inputs["input_ids"])
     per_image = {k: len(v) // n for k, v in inputs.items() if k not in TOKEN_KEYS and k != "labels"}

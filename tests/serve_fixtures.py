@@ -52,10 +52,11 @@ def save_tiny_adapter(model, folder: Path) -> Path:
 
 @functools.cache
 def shared_server() -> Served:
+    from vlmtune.models.loading import attach_adapters
     from vlmtune.models.tiny import build_tiny
     from vlmtune.serving import ServeConfig
     from vlmtune.serving.app import BackgroundServer, create_app
-    from vlmtune.serving.engine import Engine, attach_adapters
+    from vlmtune.serving.engine import Engine
 
     root = Path(tempfile.mkdtemp(prefix="vlmtune-serve-"))
     (root / "images").mkdir()

@@ -6,7 +6,7 @@ from transformers import LogitsProcessorList
 
 from vlmtune.data.record import Message, Record, TextPart
 from vlmtune.errors import VlmtuneError
-from vlmtune.evaluation.constrained import (
+from vlmtune.models.constrained import (
     INTEGER_BOUND,
     bound_integers,
     compile_schema,
@@ -14,7 +14,7 @@ from vlmtune.evaluation.constrained import (
     schema_valid,
     validates,
 )
-from vlmtune.evaluation.generate import Sampling, generate_batch
+from vlmtune.models.generate import Sampling, generate_batch
 
 SCHEMA = {
     "type": "object",

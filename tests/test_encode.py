@@ -3,8 +3,8 @@
 from PIL import Image
 
 from vlmtune.data.record import Message, Record, TextPart, qa_record
+from vlmtune.models.encode import IGNORE_INDEX, collate, encode_prompts, encode_record
 from vlmtune.models.tiny import IMAGE_TOKENS
-from vlmtune.training.encode import IGNORE_INDEX, collate, encode_prompts, encode_record
 
 
 def _tokens(processor, ids):

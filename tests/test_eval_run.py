@@ -115,10 +115,11 @@ def test_adapter_changes_answers(tmp_path, chart_test, tiny):
 
     from peft import LoraConfig, get_peft_model
 
+    from vlmtune.models.loading import TINY_SEED
     from vlmtune.models.tiny import build_tiny
 
-    # A random (not zero-initialised) LoRA on the same tiny base the CLI builds with --seed 42.
-    model, _ = build_tiny(seed=42)
+    # A random (not zero-initialised) LoRA on the tiny base the CLI loads.
+    model, _ = build_tiny(seed=TINY_SEED)
     peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     peft_model.save_pretrained(tmp_path / "adapter")
     args = ["eval", "--data", chart_test, "--task", "chartqa", "--max-new-tokens", 6, "--limit", 3, "--batch-size", 3]
@@ -131,8 +132,8 @@ def test_adapter_changes_answers(tmp_path, chart_test, tiny):
 
 
 def test_evaluate_records_for_the_training_loop(tiny, chart_dir):
-    from vlmtune.evaluation.generate import Sampling
     from vlmtune.evaluation.run import evaluate_records
+    from vlmtune.models.generate import Sampling
 
     model, processor = tiny
     root, records = chart_dir

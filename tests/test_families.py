@@ -17,10 +17,10 @@ from transformers.utils import is_torchvision_available
 from vlmtune.config import Hyperparameters
 from vlmtune.data.record import ImagePart, Message, Record, TextPart, qa_record, to_chat_messages
 from vlmtune.errors import VlmtuneError
+from vlmtune.models.encode import IGNORE_INDEX, collate, encode_prompts, encode_record, image_placeholder, render
 from vlmtune.models.families import family_of, lora_targets
 from vlmtune.models.loading import load_model, load_processor
 from vlmtune.models.tiny_families import IMAGE_ONLY_PROCESSORS, TINY_FAMILIES, build_tiny_family
-from vlmtune.training.encode import IGNORE_INDEX, collate, encode_prompts, encode_record, image_placeholder, render
 from vlmtune.training.metric_logging import TRAIN_CSV, read_csv
 from vlmtune.training.recipe import finetune
 
@@ -332,7 +332,7 @@ def test_lora_trains_only_language_model_adapters(name, chart_dir, tmp_path):
 
 @pytest.mark.parametrize("name", TINY_FAMILIES)
 def test_generation_runs_on_a_batch(name):
-    from vlmtune.evaluation.generate import generate_batch
+    from vlmtune.models.generate import generate_batch
 
     model, processor = tiny_family(name)
     text_only = Record((Message("user", (TextPart("Is the line rising?"),)),))

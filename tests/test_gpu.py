@@ -37,8 +37,8 @@ def test_merged_lora_equals_unmerged_on_gpu(tmp_path):
     from PIL import Image
 
     from vlmtune.data.record import qa_record
+    from vlmtune.models.encode import collate, encode_record
     from vlmtune.models.tiny import build_tiny
-    from vlmtune.training.encode import collate, encode_record
     from vlmtune.training.recipe import finetune
 
     train, val = _records(tmp_path)

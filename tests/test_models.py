@@ -59,7 +59,7 @@ def test_missing_model_is_a_clear_user_error(tmp_path):
 
 def test_tiny_generates(tiny):
     from vlmtune.data.record import qa_record
-    from vlmtune.evaluation.generate import generate_batch
+    from vlmtune.models.generate import generate_batch
 
     model, processor = tiny
     out = generate_batch(model, processor, [qa_record("a.png", "How many bars are there?", "3")], [[Image.new("RGB", (64, 64))]], 5)

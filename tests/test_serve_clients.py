@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from serve_fixtures import ADAPTER, API_KEY, data_uri, png_bytes, served  # noqa: F401 - served is a fixture
-from vlmtune.evaluation.constrained import validates
+from vlmtune.models.constrained import validates
 
 SCHEMA = {
     "type": "object",

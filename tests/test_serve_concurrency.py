@@ -12,7 +12,7 @@ import httpx
 import openai
 
 from serve_fixtures import API_KEY, served  # noqa: F401 - served is a fixture
-from vlmtune.evaluation.generate import Generation
+from vlmtune.models.generate import Generation
 from vlmtune.serving import ServeConfig
 from vlmtune.serving.app import BackgroundServer, create_app
 from vlmtune.serving.engine import Engine

@@ -15,7 +15,7 @@ from serve_fixtures import png_header_only
 from vlmtune.config import load_config
 from vlmtune.data.record import Message, Record, TextPart
 from vlmtune.errors import VlmtuneError
-from vlmtune.evaluation.generate import Generation, Sampling
+from vlmtune.models.generate import Generation, Sampling
 from vlmtune.serving import BadRequest, ServeConfig
 from vlmtune.serving.auth import check_key, sigv4_access_key
 from vlmtune.serving.engine import Engine, Job
@@ -156,7 +156,7 @@ def test_generation_stops_at_the_request_deadline(tiny):
     from PIL import Image
 
     from vlmtune.data.record import qa_record
-    from vlmtune.evaluation.generate import Sampling, generate_batch
+    from vlmtune.models.generate import Sampling, generate_batch
 
     model, processor = tiny
     record = qa_record("x.png", "How many bars are there?", "")

@@ -73,7 +73,7 @@ def _generate(model, processor_dir, data_dir) -> list[list]:
 
     from vlmtune.data.formats.bedrock import read_bedrock
     from vlmtune.data.images import load_record_images
-    from vlmtune.evaluation.generate import generate_batch
+    from vlmtune.models.generate import generate_batch
 
     processor = AutoProcessor.from_pretrained(processor_dir)
     records = list(read_bedrock(data_dir / "val.jsonl"))[:4]
@@ -96,8 +96,9 @@ def test_pinned_loss_regression(tmp_path):
     assert losses == pytest.approx(PINNED_LOSSES, abs=2e-3), losses
 
 
-# Recorded from this test on the CPU wheel of torch 2.13 (the first three optimizer steps).
-PINNED_LOSSES = [6.492, 5.677, 5.108]
+# Recorded from this test on the CPU wheel of torch 2.13 (the first three optimizer steps). Re-pinned when the
+# tiny base stopped taking its weights from the run seed (it is now always built from TINY_SEED).
+PINNED_LOSSES = [6.692, 5.764, 5.281]
 
 
 def test_finished_run_is_not_overwritten_by_accident(tmp_path):
@@ -109,8 +110,8 @@ def test_finished_run_is_not_overwritten_by_accident(tmp_path):
 
 def test_over_long_records_are_dropped_with_a_count(tmp_path):
     from vlmtune.data.formats.bedrock import read_bedrock
+    from vlmtune.models.encode import encode_record
     from vlmtune.models.tiny import build_processor
-    from vlmtune.training.encode import encode_record
 
     cfg = _cfg(tmp_path, epochs=1)
     processor = build_processor()

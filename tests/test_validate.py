@@ -96,7 +96,7 @@ def test_empty_file_and_record_counts(folder):
 
 
 def test_too_many_records_names_the_first_line_over(folder, monkeypatch):
-    from vlmtune.data import targets
+    from vlmtune import targets
 
     monkeypatch.setitem(targets.TARGETS, "tiny-target", targets.Target("tiny-target", max_records=2))
     rows = [json.dumps({"prompt": f"p{i}", "completion": "c"}) for i in range(4)]

@@ -14,6 +14,8 @@ import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vlmtune.errors import VlmtuneError
+from vlmtune.metrics.tasks import TASKS
+from vlmtune.targets import TARGETS, check_ranges
 
 
 def _alias(*names: str) -> AliasChoices:
@@ -59,17 +61,15 @@ class Hyperparameters(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU")
     seed: int = Field(42, description="seed for initialisation, data order and sampling")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
-    target: str = Field("generic", description="check hyperparameters against a managed-service model's ranges: generic, llama3.2-11b, llama3.2-90b, nova-lite, nova-micro, nova-pro, claude-haiku")
+    target: str = Field("generic", description=f"check hyperparameters against a managed-service model's ranges: {', '.join(TARGETS)}")
 
     @model_validator(mode="after")
     def _check_target(self):
-        from vlmtune.training.service_ranges import DEFAULTS, TARGETS, check_ranges
-
         if self.target not in TARGETS:
             raise ValueError(f"target: expected one of {', '.join(TARGETS)}, found {self.target!r}")
-        for name, value in DEFAULTS.get(self.target, {}).items():
+        for name, r in TARGETS[self.target].hyperparameters.items():
             if name not in self.model_fields_set:
-                setattr(self, name, type(getattr(self, name))(value))
+                setattr(self, name, type(getattr(self, name))(r.default))
         check_ranges(self.target, self.model_dump())
         return self
 
@@ -93,8 +93,6 @@ class Hyperparameters(BaseModel):
             except re.error as e:
                 raise ValueError(f"option 'lora_target': expected a regular expression, found {self.lora_target!r} ({e})") from None
         if self.generate_eval_task:
-            from vlmtune.evaluation.tasks import TASKS
-
             if self.generate_eval_task not in TASKS:
                 raise ValueError(f"option 'generate_eval_task': expected one of {', '.join(TASKS)}, found {self.generate_eval_task!r}")
         return self

@@ -15,10 +15,10 @@ from vlmtune.data.formats.bedrock import write_bedrock
 from vlmtune.data.record import Record, qa_record
 from vlmtune.data.split import split_records
 from vlmtune.data.synth import generate_chart_qa, generate_w2
-from vlmtune.evaluation.generate import Sampling
 from vlmtune.evaluation.run import evaluate_records
-from vlmtune.evaluation.tasks import Task, get_task
 from vlmtune.io import atomic_path, write_jsonl
+from vlmtune.metrics.tasks import Task, get_task
+from vlmtune.models.generate import Sampling
 from vlmtune.models.loading import load_model
 from vlmtune.progress import console
 from vlmtune.reports.quickstart_report import write_report
@@ -39,7 +39,7 @@ def quickstart(cfg: QuickstartConfig) -> dict:
 
     # ------------------------------------------------------------------ base model
     console.rule(f"[bold]2/5 base model: {cfg.model}")
-    model, processor = load_model(cfg.model, cfg.device, seed=cfg.seed, load_in_4bit=cfg.method == "qlora")
+    model, processor = load_model(cfg.model, cfg.device, load_in_4bit=cfg.method == "qlora")
     base = evaluate(model, processor, splits["test"], task, out / "data", cfg, "predictions_base.jsonl", "base model")
     prior = answer_prior(splits["train"], splits["test"], task) if cfg.task == "charts" else None
     seconds["base_eval"] = _lap(clock, seconds)

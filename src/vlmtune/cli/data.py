@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from vlmtune.data.formats.detect import FORMAT_CHOICES, FORMATS, format_key
-from vlmtune.data.targets import TARGETS
+from vlmtune.targets import TARGETS
 
 _FORMAT = click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
                        help="input format; auto detects it from the first record and says which it chose")

@@ -13,8 +13,9 @@ from PIL import Image, UnidentifiedImageError
 
 from vlmtune.data.images import data_uri_parts, decode_data_uri, resolve_image_path
 from vlmtune.data.record import ImagePart, image_format
-from vlmtune.data.targets import Target
+from vlmtune.data.s3 import read_s3
 from vlmtune.errors import VlmtuneError
+from vlmtune.targets import Target
 
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
           (b"BM", "bmp"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
@@ -69,8 +70,6 @@ def read_source(part: ImagePart, root: Path, images_root: Path | None) -> tuple[
     if part.source.startswith(("http://", "https://")):
         return None, info.fail("image-remote", f"{where}: expected a local path, s3:// URI or inline bytes; http images are not checked", "warning")
     if part.source.startswith("s3://"):
-        from vlmtune.data.s3 import read_s3
-
         try:
             return read_s3(part.source), info
         except VlmtuneError as e:

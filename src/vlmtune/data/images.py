@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from vlmtune.data.record import ImagePart, Message, Record
+from vlmtune.data.s3 import read_s3
 from vlmtune.errors import VlmtuneError
 
 _MIME = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp"}
@@ -74,8 +75,6 @@ def read_image_bytes(part: ImagePart, root: Path) -> bytes:
     if part.source.startswith("data:"):
         return decode_data_uri(part.source)
     if part.source.startswith("s3://"):
-        from vlmtune.data.s3 import read_s3
-
         return read_s3(part.source)
     path = resolve_image_path(part, root)
     try:

@@ -7,7 +7,7 @@ was found. The validator adds the file and line.
 from __future__ import annotations
 
 from vlmtune.data.record import Record
-from vlmtune.data.targets import Target
+from vlmtune.targets import Target
 
 Finding = tuple[str, str, str]
 

@@ -6,6 +6,8 @@ import hashlib
 from collections import defaultdict
 from pathlib import Path
 
+from vlmtune.data.convert import rebase
+from vlmtune.data.formats.detect import read_records, write_records
 from vlmtune.data.images import read_image_bytes
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
@@ -63,9 +65,6 @@ def split_file(path: str | Path, out: str | Path, fractions: tuple[float, float,
 
     Relative image paths are rewritten to point at the same files from `out`.
     """
-    from vlmtune.data.convert import rebase
-    from vlmtune.data.formats.detect import read_records, write_records
-
     path, out = Path(path), Path(out)
     key, records = read_records(path, fmt)
     splits = split_records(records, path.parent, fractions, seed)

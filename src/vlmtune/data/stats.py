@@ -8,8 +8,8 @@ from pathlib import Path
 
 from vlmtune.data.formats.detect import read_records
 from vlmtune.data.imagecheck import inspect_image
-from vlmtune.data.targets import TARGETS
 from vlmtune.data.tokens import QWEN_MAX_PIXELS, image_tokens, model_family, text_counter
+from vlmtune.targets import TARGETS
 
 PERCENTILES = (50, 90, 99, 100)
 # max_pixels values worth suggesting for Qwen2-VL: 28x28 patches times these counts.

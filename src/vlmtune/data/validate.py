@@ -18,8 +18,8 @@ from vlmtune.data.problems import Problem, RecordError
 from vlmtune.data.record import ImagePart, Record
 from vlmtune.data.rules import check_raw, check_reserved, check_structure
 from vlmtune.data.source import MAX_LINE_BYTES, iter_objects
-from vlmtune.data.targets import Target, get_target
 from vlmtune.data.tokens import estimate_text_tokens, image_tokens
+from vlmtune.targets import Target, get_target
 
 _CACHE_SIZE = 4096
 

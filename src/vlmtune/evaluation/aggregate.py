@@ -5,9 +5,9 @@ from __future__ import annotations
 import statistics
 
 from vlmtune.data.record import Record
-from vlmtune.evaluation.constrained import schema_valid
-from vlmtune.evaluation.tasks import Task
 from vlmtune.metrics import parse_json_object
+from vlmtune.metrics.tasks import Task
+from vlmtune.models.constrained import schema_valid
 
 
 def row_checks(prediction: str, schema: dict | None) -> dict:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-TaskName = Literal["extraction", "vqa", "chartqa", "docvqa", "caption", "charts", "w2"]
+from vlmtune.metrics.tasks import TaskName
 
 
 class EvalConfig(BaseModel):

@@ -16,17 +16,20 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessorList
 
+from vlmtune.data.formats.detect import read_records as read_any
 from vlmtune.data.images import load_record_images
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
 from vlmtune.evaluation.aggregate import row_checks, summarize
 from vlmtune.evaluation.config import EvalConfig
-from vlmtune.evaluation.constrained import json_schema_logits_processor, load_schema
-from vlmtune.evaluation.generate import Generation, Sampling, generate_batch
 from vlmtune.evaluation.prompts import Prompt, apply_prompt, choose_shots, describe, prompt_fingerprint, read_prompt_file
-from vlmtune.evaluation.tasks import Task, get_task
 from vlmtune.io import write_json, write_jsonl
+from vlmtune.metrics.tasks import Task, get_task
+from vlmtune.models.constrained import json_schema_logits_processor, load_schema
+from vlmtune.models.generate import Generation, Sampling, generate_batch
+from vlmtune.models.loading import load_model
 from vlmtune.progress import progress_bar
+from vlmtune.reports.eval_report import write_eval_report
 
 
 # ---------------------------------------------------------------- the loop (no files)
@@ -137,38 +140,20 @@ def run_eval(cfg: EvalConfig) -> dict:
     metrics = summarize(rows, records, task, schema) | {"resumed": len(records) - len(todo), "generated": len(todo),
                                                           "device": str(model.device), "prompt": described, "settings": settings}
     write_json(out / "metrics.json", metrics)
-    from vlmtune.reports.eval_report import write_eval_report  # matplotlib only when a report is written
-
     write_eval_report(metrics, out)
     return metrics
 
 
 def read_records(path: Path) -> list[Record]:
-    """Any supported format when the format detector is there, else bedrock-conversation-2024."""
+    """Any supported format, detected from the first record."""
     if not Path(path).is_file():
         raise VlmtuneError(f"--data {path}: file not found")
-    try:
-        from vlmtune.data.formats.detect import read_records as read_any
-    except ImportError:
-        from vlmtune.data.formats.bedrock import read_bedrock
-
-        return list(read_bedrock(path))
-    result = read_any(path)
-    return list(result[1] if isinstance(result, tuple) else result)
+    return read_any(path)[1]
 
 
 def load_for_eval(cfg: EvalConfig):
     """(model, processor), with the LoRA adapter applied when one is given."""
-    from vlmtune.models.loading import load_model
-
-    model, processor = load_model(cfg.model, cfg.device, seed=cfg.seed)
-    if cfg.adapter is None:
-        return model, processor
-    if not (Path(cfg.adapter) / "adapter_config.json").is_file():
-        raise VlmtuneError(f"--adapter {cfg.adapter}: expected a peft adapter folder with adapter_config.json, found none")
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(model, str(cfg.adapter)).eval(), processor
+    return load_model(cfg.model, cfg.device, adapters={"default": cfg.adapter} if cfg.adapter else None)
 
 
 def _build_prompt(cfg: EvalConfig, records: list[Record]) -> Prompt:

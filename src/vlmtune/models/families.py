@@ -59,10 +59,16 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+# An architecture not in the table: the module names most VLMs use for their parts.
+_FALLBACK = dict(vision_modules=_under("vision_tower", "vision_model", "visual"),
+                 projector_modules=_under("multi_modal_projector", "mm_projector", "connector", "merger"),
+                 language_modules=_under("language_model", "text_model", "lm_head"))
+
+
 def family_of(model) -> Family:
-    """The family of a loaded model; unknown architectures fall back to LLaVA-style names."""
+    """The family of a loaded model; unknown architectures fall back to the common module names."""
     model_type = getattr(model.config, "model_type", "")
-    return FAMILIES.get(model_type, Family(model_type, _LM_LORA))
+    return FAMILIES.get(model_type) or Family(model_type, _LM_LORA, **_FALLBACK)
 
 
 def lora_targets(model, vision: bool = False, projector: bool = False) -> list[str]:

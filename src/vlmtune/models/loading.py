@@ -1,7 +1,12 @@
-"""Loading a model and its processor: the embedded `tiny`, a `tiny-<family>`, a local folder, or a hub id."""
+"""Loading a model, its processor and its LoRA adapters: the embedded `tiny`, a `tiny-<family>`, a local
+folder, or a hub id. Every command (train, eval, serve, export) loads through `load_model`, so the base an
+adapter was trained on is the base it is evaluated and served on.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -9,10 +14,17 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 from transformers.processing_utils import ProcessorMixin
 
 from vlmtune.errors import VlmtuneError
+from vlmtune.io import write_json
 from vlmtune.models.tiny import build_tiny
+from vlmtune.models.tiny_families import IMAGE_ONLY_PROCESSORS, TINY_FAMILIES, build_tiny_family
 
 TINY = "tiny"
 TINY_PREFIX = "tiny-"
+# The built-in tiny models are one model each, whatever run loads them: their weights come from this seed,
+# never from a run's own seed (which orders data and initialises LoRA), so adapters always meet their base.
+TINY_SEED = 0
+# Written into every adapter folder vlmtune saves: which base it was trained on, checked when it is loaded.
+BASE_FILE = "vlmtune_base.json"
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -21,20 +33,28 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def load_model(name: str, device: str = "auto", seed: int = 0, load_in_4bit: bool = False):
+def load_model(name: str, device: str = "auto", load_in_4bit: bool = False, adapters: dict[str, Path] | None = None):
     """Return (model, processor) on `device`; `name` is 'tiny', 'tiny-<family>', a folder, or a hub id.
 
     Hub ids work wherever the hub is reachable or the model is cached; offline, a clear error says so.
-    `load_in_4bit` (QLoRA) quantizes the weights with bitsandbytes NF4 as they load.
+    `load_in_4bit` (QLoRA) quantizes the weights with bitsandbytes NF4 as they load. `adapters` (model id ->
+    folder of a saved LoRA adapter) wraps the model in every adapter, each checked against the base it was
+    trained on; with adapters the model comes back in eval mode.
     """
-    target = resolve_device(device)
+    model, processor = _load_base(name, resolve_device(device), load_in_4bit)
+    if adapters:
+        model = attach_adapters(model, adapters, name)
+    return model, processor
+
+
+def _load_base(name: str, target: torch.device, load_in_4bit: bool):
     if load_in_4bit:
         return _load_4bit(name, target)
     if name == TINY:
-        model, processor = build_tiny(seed)
+        model, processor = build_tiny(TINY_SEED)
         return model.to(target), processor
     if name.startswith(TINY_PREFIX) and not Path(name).exists():
-        return _load_tiny_family(name, seed, target)
+        return _load_tiny_family(name, target)
     dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
     try:
         processor = load_processor(name)
@@ -63,14 +83,12 @@ def _load_4bit(name: str, target: torch.device):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), processor
 
 
-def _load_tiny_family(name: str, seed: int, target: torch.device):
-    from vlmtune.models.tiny_families import TINY_FAMILIES, build_tiny_family
-
+def _load_tiny_family(name: str, target: torch.device):
     family = name[len(TINY_PREFIX):]
     if family not in TINY_FAMILIES:
         choices = ", ".join(TINY_PREFIX + f for f in TINY_FAMILIES)
         raise VlmtuneError(f"--model {name!r}: expected 'tiny', one of {choices}, a folder or a hub id")
-    model, processor = build_tiny_family(family, seed)
+    model, processor = build_tiny_family(family, TINY_SEED)
     return model.to(target), processor
 
 
@@ -81,8 +99,6 @@ def load_processor(name: str):
     try:
         return AutoProcessor.from_pretrained(name)
     except (ImportError, OSError, ValueError):
-        from vlmtune.models.tiny_families import IMAGE_ONLY_PROCESSORS
-
         image_only = IMAGE_ONLY_PROCESSORS.get(AutoConfig.from_pretrained(name).model_type)
         if image_only is None:
             raise
@@ -94,3 +110,63 @@ def count_parameters(model) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, total
+
+
+# ---------------------------------------------------------------- adapters and the base they belong to
+def base_fingerprint(model) -> str:
+    """A short hash that tells two bases apart: names, shapes and leading values of the weights outside Linear
+    layers (embeddings, convolutions, norms), rounded to bf16. Linear weights are left out because QLoRA
+    quantizes them, and a base must fingerprint the same loaded in 4 bits, bf16 or fp32."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    linear = {f"{m}.{p}" for m, module in base.named_modules() if isinstance(module, torch.nn.Linear)
+              for p, _ in module.named_parameters(recurse=False)}
+    digest = hashlib.blake2b(digest_size=8)
+    for name, p in base.named_parameters():
+        if name in linear or not p.is_floating_point():
+            continue
+        head = p.detach().flatten()[:64].to("cpu", torch.bfloat16).float()
+        digest.update(f"{name}{tuple(p.shape)}".encode())
+        digest.update(head.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_base_identity(folder: Path, model_name: str, model) -> None:
+    """Record in a saved adapter folder which base it was trained on."""
+    write_json(Path(folder) / BASE_FILE, {"format_version": 1, "model": model_name, "fingerprint": base_fingerprint(model)})
+
+
+def check_base_identity(folder: Path, model, model_name: str, label: str) -> None:
+    """Refuse an adapter whose recorded base is not the loaded one (adapters from elsewhere carry no record)."""
+    path = Path(folder) / BASE_FILE
+    if not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        expected = recorded["fingerprint"]
+    except (ValueError, KeyError, TypeError):
+        raise VlmtuneError(f"{label}: {path}: expected a JSON object with the base model's fingerprint, found an unreadable file") from None
+    found = base_fingerprint(model)
+    if found != expected:
+        raise VlmtuneError(f"{label}: the adapter was trained on base {recorded.get('model')!r} (fingerprint {expected}), but the base loaded "
+                           f"from {model_name!r} has fingerprint {found}; load the base it was trained on")
+
+
+def attach_adapters(model, adapters: dict[str, Path], model_name: str = ""):
+    """Wrap `model` with every LoRA adapter, each under its own name (the first is active)."""
+    from peft import PeftModel
+
+    wrapped = None
+    for name, path in adapters.items():
+        label = f"--adapter {name}={path}"
+        if not (Path(path) / "adapter_config.json").is_file():
+            # Checked here: peft would otherwise take the folder name for a hub id and retry the network.
+            raise VlmtuneError(f"{label}: expected a folder with adapter_config.json (a saved LoRA adapter), found none")
+        check_base_identity(path, model, model_name, label)
+        try:
+            if wrapped is None:
+                wrapped = PeftModel.from_pretrained(model, str(path), adapter_name=name)
+            else:
+                wrapped.load_adapter(str(path), adapter_name=name)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise VlmtuneError(f"{label}: expected a folder with a saved LoRA adapter for this model: {e}") from None
+    return wrapped.eval()

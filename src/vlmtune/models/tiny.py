@@ -24,7 +24,7 @@ PATCH_SIZE = 8
 IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
 
-# Plain "ROLE: text" turns. Segments are rendered one message at a time by training/encode.py, so each
+# Plain "ROLE: text" turns. Segments are rendered one message at a time by models/encode.py, so each
 # rendering of messages[:i] must be a prefix of messages[:i+1]; the assistant turn ends with </s>.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from vlmtune.evaluation.tasks import Task
 from vlmtune.io import write_json, write_text
+from vlmtune.metrics.tasks import Task
 from vlmtune.progress import console
 from vlmtune.reports.plots import loss_curve, metric_bars
 

@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from vlmtune.evaluation.generate import Generation
+from vlmtune.models.generate import Generation
 from vlmtune.serving import BadRequest, ServeConfig, converse_api, openai_api
 from vlmtune.serving.auth import check_key
 from vlmtune.serving.engine import Engine, Job

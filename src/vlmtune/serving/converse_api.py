@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vlmtune.data.record import ImagePart, Message, Record, TextPart
-from vlmtune.evaluation.generate import Generation, Sampling
+from vlmtune.models.generate import Generation, Sampling
 from vlmtune.serving import BadRequest, validation_message
 from vlmtune.serving.engine import Job
 from vlmtune.serving.images import ImageLimits, check_count, decode_base64, decode_image

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from transformers.generation.streamers import BaseStreamer
 
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
-from vlmtune.evaluation.generate import Generation, Sampling, continuation, finish_text, generate_batch
+from vlmtune.models.constrained import json_schema_logits_processor
+from vlmtune.models.generate import Generation, Sampling, continuation, finish_text, generate_batch
+from vlmtune.models.loading import load_model
 from vlmtune.serving import BadRequest, ServeConfig
 
 log = logging.getLogger(__name__)
@@ -99,27 +100,6 @@ class TextStreamer(BaseStreamer):
             self.sent = body
 
 
-def attach_adapters(model, adapters: dict[str, Path]):
-    """Wrap `model` with every LoRA adapter, each under its own name; no adapters leaves it as is."""
-    if not adapters:
-        return model
-    from peft import PeftModel
-
-    wrapped = None
-    for name, path in adapters.items():
-        if not (Path(path) / "adapter_config.json").is_file():
-            # Checked here: peft would otherwise take the folder name for a hub id and retry the network.
-            raise VlmtuneError(f"--adapter {name}={path}: expected a folder with adapter_config.json (a saved LoRA adapter), found none")
-        try:
-            if wrapped is None:
-                wrapped = PeftModel.from_pretrained(model, str(path), adapter_name=name)
-            else:
-                wrapped.load_adapter(str(path), adapter_name=name)
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            raise VlmtuneError(f"--adapter {name}={path}: expected a folder with a saved LoRA adapter for this model: {e}") from None
-    return wrapped.eval()
-
-
 class Engine:
     """Queue, batch and run generation requests on one model and its adapters."""
 
@@ -138,13 +118,11 @@ class Engine:
     @classmethod
     def load(cls, cfg: ServeConfig, metrics=None) -> Engine:
         """Load `cfg.model` and its adapters (the slow part of starting a server)."""
-        from vlmtune.models.loading import load_model
-
         base_id = cfg.name or cfg.model
         if base_id in cfg.adapters:
             raise VlmtuneError(f"--adapter {base_id}=...: the name {base_id!r} is the base model's id; pick another")
-        model, processor = load_model(cfg.model, cfg.device)
-        model = attach_adapters(model.eval(), cfg.adapters)
+        model, processor = load_model(cfg.model, cfg.device, adapters=cfg.adapters)
+        model.eval()
         return cls(model, processor, base_id, list(cfg.adapters), cfg.max_batch, cfg.max_queue,
                    cfg.batch_wait_ms / 1000, metrics)
 
@@ -162,8 +140,6 @@ class Engine:
 
     def make_constraint(self, schema: dict):
         """The logits processor that keeps output inside `schema`; a bad schema is a 400."""
-        from vlmtune.evaluation.constrained import json_schema_logits_processor
-
         try:
             return json_schema_logits_processor(self.processor.tokenizer, schema)
         except VlmtuneError as e:

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vlmtune.data.record import ImagePart, Message, Record, TextPart
-from vlmtune.evaluation.generate import Generation, Sampling
+from vlmtune.models.generate import Generation, Sampling
 from vlmtune.serving import BadRequest, validation_message
 from vlmtune.serving.engine import Job
 from vlmtune.serving.images import ImageLimits, check_count, image_from_url

@@ -11,8 +11,8 @@ from PIL import Image
 from vlmtune.data.images import load_record_images
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
+from vlmtune.models.encode import IGNORE_INDEX, encode_record
 from vlmtune.progress import console, progress_bar
-from vlmtune.training.encode import IGNORE_INDEX, encode_record
 
 
 @dataclass

@@ -18,7 +18,7 @@ def export_run(run: Path, out: Path, merge: bool = True) -> Path:
         raise VlmtuneError(f"{run}: expected a finished vlmtune run folder (with config.yaml), found none")
     config = yaml.safe_load(config_path.read_text())
     if not isinstance(config, dict) or "model" not in config:
-        raise VlmtuneError(f"{config_path}: expected a vlmtune run config with 'model' and 'seed', found {type(config).__name__}")
+        raise VlmtuneError(f"{config_path}: expected a vlmtune run config with 'model', found {type(config).__name__}")
     _check_destination(run, out)
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -46,8 +46,5 @@ def _check_destination(run: Path, out: Path) -> None:
 
 def merged_model(run: Path, config: dict):
     """Base model + the run's LoRA adapter, merged into plain weights."""
-    from peft import PeftModel
-
-    base, processor = load_model(config["model"], device="cpu", seed=config.get("seed", 42))
-    model = PeftModel.from_pretrained(base, run / "adapter")
+    model, processor = load_model(config["model"], device="cpu", adapters={"default": run / "adapter"})
     return model.merge_and_unload(), processor

@@ -20,14 +20,15 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.state import AcceleratorState
 
 from vlmtune.config import Hyperparameters
+from vlmtune.evaluation.run import evaluate_records
 from vlmtune.io import write_json, write_text
-from vlmtune.models.loading import count_parameters
+from vlmtune.models.encode import collate
+from vlmtune.models.loading import count_parameters, write_base_identity
 from vlmtune.progress import console, progress_bar
 from vlmtune.reports.plots import loss_curve
 from vlmtune.training import checkpoint as ckpt
 from vlmtune.training.data import EncodedSet, encode_dataset, label_tokens
 from vlmtune.training.early_stopping import EarlyStopping
-from vlmtune.training.encode import collate
 from vlmtune.training.metric_logging import (
     GEN_CSV,
     TRAIN_COLUMNS,
@@ -190,8 +191,6 @@ def validation_loss(acc, model, examples: list[dict], batch_size: int, pad_id: i
 
 def generation_metrics(model, processor, val, images_root: Path, hp: Hyperparameters) -> dict[str, float]:
     """Answer the first validation records and score them with the task's metrics (greedy)."""
-    from vlmtune.evaluation.run import evaluate_records
-
     _, metrics = evaluate_records(model, processor, val[: hp.generate_eval_samples], hp.generate_eval_task, images_root,
                                   batch_size=hp.batch_size, description="validation answers")
     model.train()
@@ -202,12 +201,14 @@ def _due(step: int, every: int) -> bool:
     return bool(every) and step % every == 0
 
 
-def save_model(model, processor, folder: Path) -> None:
-    """Save an adapter or a full model with its processor, atomically (temporary folder, then rename)."""
+def save_model(model, processor, folder: Path, base_name: str = "") -> None:
+    """Save an adapter (with the identity of its base) or a full model with its processor, atomically."""
     tmp = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
+    if hasattr(model, "peft_config"):
+        write_base_identity(tmp, base_name, model)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
 
@@ -220,7 +221,7 @@ def finish_run(model, processor, method: str, hp: Hyperparameters, out_dir: Path
     """
     target = out_dir / ("model" if method == "full" else "adapter")
     ckpt.load_best(out_dir, model)  # the caller's in-memory model is then exactly what is saved
-    save_model(model, processor, target)
+    save_model(model, processor, target, getattr(hp, "model", ""))
     write_text(out_dir / "config.yaml", _yaml(hp.model_dump(mode="json") | {"resolved_method": method}))
     loss_curve(train_rows, val_rows, out_dir / "loss_curve.png")
     best_val = min((r["validation_loss"] for r in val_rows), default=None)

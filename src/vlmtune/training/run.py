@@ -71,7 +71,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     train_records = read_records(cfg.train_data, cfg.images_root)
     val_records = read_records(cfg.val_data, cfg.images_root) if cfg.val_data else []
     check_method_possible(cfg.method)  # before anything is loaded or written
-    model, processor = load_model(cfg.model, cfg.device, seed=cfg.seed, load_in_4bit=cfg.method == "qlora")
+    model, processor = load_model(cfg.model, cfg.device, load_in_4bit=cfg.method == "qlora")
     if not resume:
         shutil.rmtree(cfg.output, ignore_errors=True)
     write_text(cfg.output / RUN_CONFIG, yaml.safe_dump(_comparable(cfg), sort_keys=False))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import get_scheduler
@@ -15,9 +13,6 @@ from vlmtune.models.loading import count_parameters
 
 # Models under this size are fine-tuned in full: LoRA on a random-init toy has too little to adapt.
 FULL_FINETUNE_MAX_PARAMS = 50_000_000
-# Fallback module-name patterns for families that do not say where their vision parts are.
-VISION_DEFAULT = r"(vision_tower|vision_model|visual)\."
-PROJECTOR_DEFAULT = r"(multi_modal_projector|mm_projector|connector|merger)\."
 
 
 def resolve_method(model, hp: Hyperparameters) -> str:
@@ -38,27 +33,13 @@ def check_method_possible(method: str) -> None:
         raise VlmtuneError("method 'qlora': expected the bitsandbytes package, found it missing; pip install bitsandbytes") from None
 
 
-def _patterns(model) -> tuple[str, str]:
-    family = family_of(model)
-    return getattr(family, "vision_modules", VISION_DEFAULT), getattr(family, "projector_modules", PROJECTOR_DEFAULT)
-
-
-def part_of(name: str, vision: str, projector: str) -> str:
-    """Which part of a VLM a parameter belongs to: 'vision', 'projector' or 'language'."""
-    if re.search(vision, name):
-        return "vision"
-    if re.search(projector, name):
-        return "projector"
-    return "language"
-
-
 def prepare_model(model, method: str, hp: Hyperparameters):
     """Set requires_grad for full fine-tuning, or wrap in LoRA; returns the model to train."""
-    vision, projector = _patterns(model)
+    family = family_of(model)
     if method == "full":
         frozen = {"vision": hp.freeze_vision, "projector": hp.freeze_projector, "language": hp.freeze_language_model}
         for name, p in model.named_parameters():
-            p.requires_grad_(not frozen[part_of(name, vision, projector)])
+            p.requires_grad_(not frozen[_part(family, name)])
         if not any(p.requires_grad for p in model.parameters()):
             raise VlmtuneError("freeze_*: every part of the model is frozen; nothing would be trained")
         return model
@@ -71,14 +52,20 @@ def prepare_model(model, method: str, hp: Hyperparameters):
         raise VlmtuneError(f"option 'lora_target': expected a pattern matching some of the model's Linear layers, found {target!r}: {e}") from None
 
 
+def _part(family, name: str) -> str:
+    """The part a parameter trains with; anything outside vision and projector goes with the language model."""
+    part = family.part_of(name)
+    return "language" if part == "other" else part
+
+
 def build_optimizer(model, hp: Hyperparameters) -> torch.optim.Optimizer:
     """AdamW with one parameter group per model part, so vision and projector can have their own rates."""
-    vision, projector = _patterns(model)
+    family = family_of(model)
     rates = {"vision": hp.vision_learning_rate, "projector": hp.projector_learning_rate, "language": 0.0}
     groups: dict[str, list] = {"vision": [], "projector": [], "language": []}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups[part_of(name, vision, projector)].append(p)
+            groups[_part(family, name)].append(p)
     base = hp.peak_learning_rate
     param_groups = [{"params": ps, "lr": (rates[part] or base) * (hp.learning_rate_multiplier if rates[part] else 1), "name": part}
                     for part, ps in groups.items() if ps]

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import fmean
+from typing import Literal
 
 from vlmtune.data.record import Record
 from vlmtune.data.synth.w2 import W2_CATEGORIES
@@ -121,6 +122,10 @@ TASKS = {
     "caption": Task("caption", "image captioning (token F1 against the reference)", "squad_f1", 64, score_caption, aggregate_qa),
     "extraction": Task("extraction", "field extraction to JSON, any schema", "f1", 512, score_extraction, aggregate_w2),
 }
+
+
+# The one list of task names: the eval config's choices and the training config's check read it.
+TaskName = Literal[tuple(TASKS)]
 
 
 def get_task(name: str) -> Task:

@@ -11,8 +11,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from vlmtune.data.images import load_record_images
 from vlmtune.data.record import Record
+from vlmtune.models.encode import encode_prompts
 from vlmtune.progress import progress_bar
-from vlmtune.training.encode import encode_prompts
 
 
 @dataclass(frozen=True)
