@@ -42,3 +42,16 @@ def test_bad_option_is_one_clear_line_without_traceback(tmp_path):
     assert result.exit_code == 1
     assert "option 'epochs'" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_report_words_follow_what_was_measured():
+    from vlmtune.metrics.tasks import get_task
+    from vlmtune.reports.quickstart_report import summary
+
+    charts = {"n_test": 10, "model": "tiny", "base": {"overall": {"exact_match": 0.0}},
+              "fine_tuned": {"overall": {"exact_match": 0.78}, "by_category": {}},
+              "answer_prior": {"overall": {"exact_match": 0.24}, "by_category": {}}}
+    words = summary(charts, get_task("charts"))
+    assert "54.0 points above" in words and "stronger baseline" in words
+    w2 = {"n_test": 10, "model": "tiny", "base": {"overall": {"f1": 0.0}}, "fine_tuned": {"overall": {"f1": 0.1}}, "answer_prior": None}
+    assert "baseline" not in summary(w2, get_task("w2"))  # no prior was measured, so none is named

@@ -19,7 +19,9 @@ from vlmtune.reports.plots import loss_curve, metric_bars
 TINY_DESCRIPTION = (
     "The embedded `tiny` model is a LLaVA architecture (2-layer SigLIP vision tower on 64x64 images, "
     "2-layer Llama decoder, byte-level BPE tokenizer trained in-process) with random initial weights: "
-    "before fine-tuning it knows nothing, so its base score is a floor, not a competitor. "
+    "before fine-tuning it knows nothing, so its base score is a floor, not a competitor."
+)
+PRIOR_DESCRIPTION = (
     "The `answer prior` row is the stronger baseline: the most common training answer for each question, "
     "chosen without looking at the image."
 )
@@ -52,13 +54,16 @@ def summary(report: dict, task: Task) -> str:
     if prior:
         p = prior["overall"][key]
         verdict = "so it reads the answer from the picture" if tuned > p + 0.05 else "so it has not shown that it reads the picture"
-        words.append(f"Answering from the question alone scores {p:.1%}; the fine-tuned model is {tuned - p:+.1%} above that, {verdict}.")
+        words.append(f"Answering from the question alone scores {p:.1%}; the fine-tuned model is {abs(tuned - p) * 100:.1f} points"
+                     f" {'above' if tuned >= p else 'below'} that, {verdict}.")
         unlearned = [c for c, m in report["fine_tuned"].get("by_category", {}).items()
                      if m.get(key, 0) <= prior.get("by_category", {}).get(c, {}).get(key, 0) + 0.05]
         if unlearned:
             words.append("Not learned (no better than the prior): " + "; ".join(c.rstrip("?.") for c in unlearned) + ".")
     if report["model"] == "tiny":
         words.append(TINY_DESCRIPTION)
+    if prior:
+        words.append(PRIOR_DESCRIPTION)
     return " ".join(words)
 
 
