@@ -123,7 +123,7 @@ class QuickstartConfig(Hyperparameters):
     """`vlmtune quickstart`: synthetic data -> base eval -> fine-tune -> eval -> report."""
 
     # Eight epochs over 3,000 charts is about three minutes on two CPU cores.
-    epochs: int = Field(8, ge=1, le=100, validation_alias=_alias("epochs", "epochCount"), description="passes over the training data (service: epochCount)")
+    epochs: int = Field(8, ge=1, le=100, validation_alias=_alias("epochs", "epochCount", "num_train_epochs"), description="passes over the training data (service: epochCount)")
     out: Path = Field(Path("quickstart_out"), validation_alias=_alias("out", "output"), description="output folder")
     model: str = Field("tiny", description="'tiny' (embedded), a hub id or a local model folder")
     task: Literal["charts", "w2"] = Field("charts", description="charts: chart questions; w2: W-2 field extraction")
