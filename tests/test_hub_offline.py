@@ -67,7 +67,7 @@ def _load(hub_cache, endpoint: str, offline: bool, *names: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("offline", [False, True], ids=["no-network", "HF_HUB_OFFLINE"])
+@pytest.mark.parametrize("offline", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["no-network", "HF_HUB_OFFLINE"])
 def test_without_a_hub_a_cached_model_loads_and_an_uncached_one_fails_fast(hub_cache, offline):
     result = _load(hub_cache, f"http://127.0.0.1:{_closed_port()}", offline, CACHED, UNCACHED)
     assert result[CACHED].get("loaded") == "Qwen2VLForConditionalGeneration Qwen2VLProcessorImageOnly", result[CACHED]
