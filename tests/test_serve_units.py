@@ -97,9 +97,9 @@ def test_cli_serve_reports_bad_options_without_traceback():
     from vlmtune.cli.main import main
 
     result = CliRunner().invoke(main, ["serve", "--port", "http"])
-    assert result.exit_code == 1 and "port" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "port" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(main, ["serve", "--adapter", "oops"])
-    assert result.exit_code == 1 and "NAME=PATH" in result.output
+    assert result.exit_code == 2 and "expected NAME=PATH, found 'oops'" in result.output
 
 
 class RecordingEngine(Engine):

@@ -43,3 +43,17 @@ def write_json(path: str | Path, obj: object) -> None:
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def ordinary_permissions(folder: str | Path) -> None:
+    """Give every file and folder under `folder` the modes the umask gives a new file (0644 / 0755 by default).
+
+    Libraries that write through a private temporary file (safetensors does) leave it 0600: a saved model that
+    only its owner can read is not one a server under another user or a colleague can load.
+    """
+    for root, _, files in os.walk(folder):
+        os.chmod(root, 0o777 & ~_UMASK)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~_UMASK)

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import click
 
-from vlmtune.data.formats.detect import FORMAT_CHOICES, FORMATS, format_key
-from vlmtune.targets import TARGETS
-
-_FORMAT = click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
-                       help="input format; auto detects it from the first record and says which it chose")
+from vlmtune.cli.options import config_command
+from vlmtune.data.config import ConvertConfig, SplitConfig, StatsConfig, SynthChartsConfig, SynthW2Config, ValidateConfig
+from vlmtune.data.formats.detect import FORMATS, format_key
 
 
 @click.group("data")
@@ -28,77 +26,55 @@ def _announce(path: Path, fmt: str) -> None:
         click.echo(f"{path}: format {found} ({FORMATS[found].name})" if found else f"{path}: format not recognised", err=True)
 
 
-@data_group.command()
-@click.argument("src", type=click.Path(path_type=Path))
-@click.option("--to", "to", type=click.Choice([f for f in FORMAT_CHOICES if f != "auto"]), required=True, help="output format")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="output file (JSONL)")
-@_FORMAT
-def convert(src: Path, to: str, out: Path, fmt: str) -> None:
-    """Convert SRC to another format; inline images are written as files next to OUT."""
+@config_command(ConvertConfig, "convert")
+def convert(cfg: ConvertConfig) -> None:
+    """Convert SRC to another format; inline images are written as files next to --out."""
     from vlmtune.data.convert import convert_file
 
-    key, n, lost = convert_file(src, to, out, fmt)
-    click.echo(f"read {n:,} records as {key}; wrote {out} as {format_key(to)}")
+    key, n, lost = convert_file(cfg.src, cfg.to, cfg.out, cfg.format)
+    click.echo(f"read {n:,} records as {key}; wrote {cfg.out} as {format_key(cfg.to)}")
     for what, count in lost.items():
-        click.echo(f"not expressible in {format_key(to)}: {what} (in {count:,} records)")
+        click.echo(f"not expressible in {format_key(cfg.to)}: {what} (in {count:,} records)")
 
 
-@data_group.command()
-@click.argument("file", type=click.Path(path_type=Path))
-@_FORMAT
-@click.option("--target", type=click.Choice(list(TARGETS)), default="generic", show_default=True, help="whose limits to check against")
-@click.option("--images-root", type=click.Path(path_type=Path), default=None,
-              help="folder relative image paths resolve against (default: the data file's folder); paths outside it are refused")
-@click.option("--json", "as_json", is_flag=True, help="print a JSON list of {line, severity, code, message}")
-def validate(file: Path, fmt: str, target: str, images_root: Path | None, as_json: bool) -> None:
-    """Report every problem in FILE; exit 1 if any is an error."""
+@config_command(ValidateConfig, "validate")
+def validate(cfg: ValidateConfig) -> None:
+    """Report every problem in FILE; exit 1 if any is an error (2 for a bad option)."""
     from vlmtune.data.validate import validate_file
 
-    if not as_json:
-        _announce(file, fmt)
+    if not cfg.as_json:
+        _announce(cfg.file, cfg.format)
     problems, errors = [], 0
-    for p in validate_file(file, fmt, target, images_root):
+    for p in validate_file(cfg.file, cfg.format, cfg.target, cfg.images_root):
         errors += p.severity == "error"
-        if as_json:
+        if cfg.as_json:
             problems.append(p.as_dict())
         else:
-            click.echo(p.format(str(file)))
+            click.echo(p.format(str(cfg.file)))
             problems.append(None)
-    if as_json:
+    if cfg.as_json:
         click.echo(json.dumps(problems, indent=1))
     else:
-        click.echo(f"{file}: {errors} error(s), {len(problems) - errors} warning(s) for target {target}", err=True)
+        click.echo(f"{cfg.file}: {errors} error(s), {len(problems) - errors} warning(s) for target {cfg.target}", err=True)
     sys.exit(1 if errors else 0)
 
 
-@data_group.command()
-@click.argument("file", type=click.Path(path_type=Path))
-@click.option("--model", required=True, help="family (llama3.2-11b, qwen2-vl, smolvlm, llava, paligemma) or a local model folder")
-@click.option("--max-length", type=click.IntRange(1), default=2048, show_default=True, help="length limit to count records against")
-@click.option("--max-pixels", type=click.IntRange(784), default=None, help="Qwen2-VL max_pixels (default: the processor's 12,845,056)")
-@_FORMAT
-def stats(file: Path, model: str, max_length: int, max_pixels: int | None, fmt: str) -> None:
-    """Records, images and text/image tokens per record for MODEL, with a length that fits."""
+@config_command(StatsConfig, "stats")
+def stats(cfg: StatsConfig) -> None:
+    """Records, images and text/image tokens per record of FILE for --model, with a length that fits."""
     from vlmtune.data.stats import format_stats
     from vlmtune.data.tokens import QWEN_MAX_PIXELS
 
-    click.echo(format_stats(file, model, max_length, fmt, max_pixels or QWEN_MAX_PIXELS))
+    click.echo(format_stats(cfg.file, cfg.model, cfg.max_length, cfg.format, cfg.max_pixels or QWEN_MAX_PIXELS))
 
 
-@data_group.command()
-@click.argument("file", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="folder for train/validation/test.jsonl")
-@click.option("--train", type=click.FloatRange(0, 1), default=0.8, show_default=True)
-@click.option("--val", type=click.FloatRange(0, 1), default=0.1, show_default=True)
-@click.option("--test", type=click.FloatRange(0, 1), default=0.1, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
-@_FORMAT
-def split(file: Path, out: Path, train: float, val: float, test: float, seed: int, fmt: str) -> None:
+@config_command(SplitConfig, "split")
+def split(cfg: SplitConfig) -> None:
     """Split FILE by image content: no image lands in two splits; same seed, same split."""
     from vlmtune.data.split import split_file
 
-    key, counts = split_file(file, out, (train, val, test), seed, fmt)
-    click.echo(f"{file} ({key}) -> {out}: " + ", ".join(f"{name} {n:,}" for name, n in counts.items()))
+    key, counts = split_file(cfg.file, cfg.out, (cfg.train, cfg.val, cfg.test), cfg.seed, cfg.format)
+    click.echo(f"{cfg.file} ({key}) -> {cfg.out}: " + ", ".join(f"{name} {n:,}" for name, n in counts.items()))
 
 
 @data_group.group()
@@ -106,26 +82,25 @@ def synth() -> None:
     """Generate synthetic datasets: DIR/data.jsonl (bedrock-conversation-2024) and DIR/images/."""
 
 
-@synth.command()
-@click.option("--n", type=click.IntRange(1), required=True, help="number of forms")
-@click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--noise", type=click.Choice(["none", "scan"]), default="none", show_default=True)
-def w2(n: int, out: Path, seed: int, noise: str) -> None:
+@config_command(SynthW2Config, "w2")
+def w2(cfg: SynthW2Config) -> None:
     """W-2 form images with nested JSON ground truth (employee, employer, earnings, benefits, multi-state)."""
     from vlmtune.data.synth import generate_w2
     from vlmtune.data.synth.export import write_dataset
 
-    click.echo(f"wrote {write_dataset(generate_w2(n, seed=seed, noise=noise), out)} ({n:,} records)")
+    click.echo(f"wrote {write_dataset(generate_w2(cfg.n, seed=cfg.seed, noise=cfg.noise), cfg.out)} ({cfg.n:,} records)")
 
 
-@synth.command()
-@click.option("--n", type=click.IntRange(1), required=True, help="number of charts")
-@click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-def charts(n: int, out: Path, seed: int) -> None:
+@config_command(SynthChartsConfig, "charts")
+def charts(cfg: SynthChartsConfig) -> None:
     """Bar, line and pie charts with exact answers: value lookup, max/min, difference, percentage share."""
     from vlmtune.data.synth.chartqa import generate_charts
     from vlmtune.data.synth.export import write_dataset
 
-    click.echo(f"wrote {write_dataset(generate_charts(n, seed=seed), out)} ({n:,} records)")
+    click.echo(f"wrote {write_dataset(generate_charts(cfg.n, seed=cfg.seed), cfg.out)} ({cfg.n:,} records)")
+
+
+for _command in (convert, validate, stats, split):
+    data_group.add_command(_command)
+synth.add_command(w2)
+synth.add_command(charts)

@@ -7,17 +7,20 @@ import sys
 
 import click
 
-from vlmtune.cli.options import config_options
-from vlmtune.config import QuickstartConfig, load_config
+from vlmtune.cli.options import config_command
+from vlmtune.config import ConfigError, QuickstartConfig
 from vlmtune.errors import VlmtuneError
 
 
 class _Group(click.Group):
-    """Print user errors as one clear line, never a traceback."""
+    """Print user errors as one clear line, never a traceback: exit 2 for a bad option, 1 for the rest."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except ConfigError as e:
+            click.secho(f"error: {e}", fg="red", err=True)
+            sys.exit(e.exit_code)
         except VlmtuneError as e:
             click.secho(f"error: {e}", fg="red", err=True)
             sys.exit(1)
@@ -36,17 +39,18 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-@main.command()
-@config_options(QuickstartConfig)
-def quickstart(config_file, **overrides) -> None:
+@config_command(QuickstartConfig, "quickstart")
+def quickstart(cfg: QuickstartConfig) -> None:
     """Synthetic data -> base eval -> fine-tune -> eval -> report, on the embedded tiny model by default."""
-    cfg = load_config(QuickstartConfig, config_file, overrides)
     from vlmtune.quickstart import quickstart as run  # heavy imports (torch) only when a command runs
 
     report = run(cfg)
     click.echo(f"report: {cfg.out / 'report.md'} (also report.html, report.json, loss_curve.png, metrics.png)")
     if report["seconds"]["total"]:
         click.echo(f"total {report['seconds']['total']:.0f} s")
+
+
+main.add_command(quickstart)
 
 
 from vlmtune.cli.data import data_group  # noqa: E402 - registered after main is defined

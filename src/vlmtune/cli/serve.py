@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
-from vlmtune.cli.options import config_options
-from vlmtune.config import load_config
-from vlmtune.serving import ServeConfig, ServeOptions
+from vlmtune.cli.options import config_command
+from vlmtune.serving import ServeConfig
 
 
-@click.command()
-@config_options(ServeOptions)
-@click.option("--adapter", "adapters", multiple=True, metavar="NAME=PATH",
-              help="a LoRA adapter folder, served as model id NAME (repeatable)")
-def serve(config_file, adapters, **overrides) -> None:
+@config_command(ServeConfig, "serve")
+def serve(cfg: ServeConfig) -> None:
     """Serve a model: OpenAI chat completions at /v1, Converse at /model/{id}/converse."""
-    # A key on the command line shows in the process list; the environment keeps it out of `ps`.
-    overrides["api_key"] = overrides.get("api_key") or os.environ.get("VLMTUNE_API_KEY")
-    overrides["adapters"] = list(adapters) or None
-    cfg = load_config(ServeConfig, config_file, overrides)
     import uvicorn  # heavy imports (torch, transformers) only once the options are known to be good
 
     from vlmtune.serving.app import create_app

@@ -18,13 +18,15 @@ class EvalConfig(BaseModel):
     adapter: Path | None = Field(None, description="a LoRA adapter folder (peft) to apply to the model")
     data: Path = Field(..., description="test file (bedrock-conversation-2024 JSONL or another supported format)")
     task: TaskName = Field("extraction", description="how answers are scored")
-    out: Path = Field(Path("eval_out"), description="output folder; rerunning skips ids already predicted there")
+    out: Path = Field(Path("eval_out"), validation_alias=AliasChoices("out", "output"),
+                      description="output folder; rerunning skips ids already predicted there")
     prompt: Path | None = Field(None, description="prompt file: .txt = system prompt; .yaml/.json = {system, user, stop}")
     prefill: str = Field("", description="text the answer starts with (e.g. '```json'); kept in the prediction")
-    stop: list[str] = Field(default_factory=list, description="stop strings, added to the prompt file's (repeat the option)")
+    stop: list[str] = Field(default_factory=list, description="a stop string, added to the prompt file's (repeatable)")
     shots: int = Field(0, ge=0, le=32, description="few-shot examples put before each question")
     shots_from: Path | None = Field(None, description="training file the few-shot examples come from (never the test file)")
-    schema_file: Path | None = Field(None, validation_alias=AliasChoices("schema_file", "schema"), description="JSON schema for schema-valid rate and --constrained")
+    # The field cannot be called `schema` (pydantic's BaseModel has that name); `schema` is how users write it.
+    schema_file: Path | None = Field(None, validation_alias=AliasChoices("schema"), description="JSON schema for schema-valid rate and --constrained")
     constrained: bool = Field(False, description="constrain decoding to --schema (output always validates)")
     batch_size: int = Field(8, ge=1, le=1024, description="records per generation batch")
     max_new_tokens: int = Field(0, ge=0, description="generation cap; 0 = the task's default")

@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import ssl
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import torch
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 from transformers.processing_utils import ProcessorMixin
+from transformers.utils import cached_file
 
 from vlmtune.errors import VlmtuneError
-from vlmtune.io import write_json
+from vlmtune.io import ordinary_permissions, write_json
 from vlmtune.models.tiny import build_tiny
 from vlmtune.models.tiny_families import IMAGE_ONLY_PROCESSORS, TINY_FAMILIES, build_tiny_family
 
@@ -25,6 +31,8 @@ TINY_PREFIX = "tiny-"
 TINY_SEED = 0
 # Written into every adapter folder vlmtune saves: which base it was trained on, checked when it is loaded.
 BASE_FILE = "vlmtune_base.json"
+# One request this long tells whether the hub answers; the libraries' own retries would take minutes to fail.
+HUB_PROBE_SECONDS = 3.0
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -56,9 +64,10 @@ def _load_base(name: str, target: torch.device, load_in_4bit: bool):
     if name.startswith(TINY_PREFIX) and not Path(name).exists():
         return _load_tiny_family(name, target)
     dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
+    source = local_source(name)
     try:
-        processor = load_processor(name)
-        model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype)
+        processor = load_processor(source)
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as e:
         kind = "folder" if Path(name).exists() else "hub id"
         raise VlmtuneError(f"--model {name!r}: could not load it as a {kind} (expected a vision-language model with a processor): {e}") from None
@@ -78,8 +87,9 @@ def _load_4bit(name: str, target: torch.device):
                            "the built-in tiny models are too small to need it (use --method full or lora)")
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
                                bnb_4bit_use_double_quant=True)
-    processor = load_processor(name)
-    model = AutoModelForImageTextToText.from_pretrained(name, quantization_config=quant, device_map={"": target.index or 0})
+    source = local_source(name)
+    processor = load_processor(source)
+    model = AutoModelForImageTextToText.from_pretrained(source, quantization_config=quant, device_map={"": target.index or 0})
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), processor
 
 
@@ -102,7 +112,67 @@ def load_processor(name: str):
         image_only = IMAGE_ONLY_PROCESSORS.get(AutoConfig.from_pretrained(name).model_type)
         if image_only is None:
             raise
-        return image_only.from_pretrained(name)
+        processor = image_only.from_pretrained(name)
+        processor.video_settings = _video_settings(name)  # saved again as it came, so exports stay standard
+        return processor
+
+
+def _video_settings(name: str) -> dict | None:
+    """The video processor config a folder or hub id has (nested in processor_config.json, or its own file)."""
+    for filename, key in (("processor_config.json", "video_processor"), ("video_preprocessor_config.json", None)):
+        path = cached_file(name, filename, _raise_exceptions_for_missing_entries=False)
+        if path:
+            settings = json.loads(Path(path).read_text(encoding="utf-8"))
+            settings = settings.get(key) if key else settings
+            if isinstance(settings, dict) and settings.get("video_processor_type"):
+                return settings
+    return None
+
+
+# ---------------------------------------------------------------- hub ids without a hub
+def local_source(name: str) -> str:
+    """What `from_pretrained` should load for `name`: the name itself, or, when the hub cannot be reached, the
+    folder of its copy in the local cache. Loading that folder asks the hub nothing (transformers would still
+    look for files such as adapter_config.json there, retrying for minutes); an uncached id fails at once.
+    """
+    if Path(name).exists():
+        return name
+    offline = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else _hub_unreachable()
+    if not offline:
+        return name
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except HFValidationError:  # not of the form org/name: a mistyped folder, say
+        raise VlmtuneError(f"--model {name!r}: expected 'tiny', 'tiny-<family>', an existing folder or a hub id (org/name), "
+                           "found none of these") from None
+    except LocalEntryNotFoundError:
+        raise VlmtuneError(f"--model {name!r}: expected a local folder or a hub id in the Hugging Face cache ({constants.HF_HUB_CACHE}), "
+                           f"found neither, and the hub cannot be reached ({offline}); run `hf download {name}` where there is "
+                           "network and copy the cache here, or set HF_HUB_CACHE to a cache that has it "
+                           "(HF_HUB_OFFLINE=1 loads from the cache without asking the hub)") from None
+
+
+def _hub_unreachable() -> str:
+    """Why the hub cannot be reached, or '' when it answers (any HTTP status counts as an answer)."""
+    try:
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=HUB_PROBE_SECONDS).close()
+    except urllib.error.HTTPError:
+        return ""
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, ssl.SSLError):  # it answered, in a way the libraries may still accept
+            return ""
+        return f"no answer from {constants.ENDPOINT}: {e.reason}"
+    except OSError as e:  # a timeout
+        return f"no answer from {constants.ENDPOINT} within {HUB_PROBE_SECONDS:g} s: {e}"
+    return ""
+
+
+def save_pretrained(model, processor, folder: Path) -> None:
+    """Save a model (or adapter) and its processor so that plain transformers loads the folder, with ordinary
+    file modes (safetensors writes its files 0600)."""
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    ordinary_permissions(folder)
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -4,10 +4,12 @@ Each one has the family's real architecture class, processor class, special toke
 style, with a byte-level BPE trained in-process (models/tiny.py's corpus) and hidden sizes of 32-64, so the
 tests of labels, training, saving and generation run on the same code paths as the real checkpoints.
 
-Two processors (Qwen2-VL's and SmolVLM's) insist on a video processor, and every video processor in
-transformers 5.23 needs torchvision, which cannot be installed beside the CPU torch wheel. The
-`*ImageOnly` subclasses below drop the video half; the image path is the parent's code, unchanged, and
-they save as the parent class so the folder is a standard one.
+Three processors (Qwen2-VL's, Qwen2.5-VL's and SmolVLM's) insist on a video processor, and every video
+processor in transformers 5.23 needs torchvision, which cannot be installed beside the CPU torch wheel. The
+`*ImageOnly` subclasses below drop the video half; the image path is the parent's code, unchanged. They save
+as the parent class, with a video processor config, so the folder is a standard one: plain `AutoProcessor`
+loads it wherever torchvision is installed (without it, transformers cannot build these processors for any
+folder, the official checkpoints included; vlmtune's loader then falls back to these classes).
 """
 
 from __future__ import annotations
@@ -134,18 +136,29 @@ PALIGEMMA = (
 
 
 class _SavesAsParent:
-    """Write the parent's class name, so a saved folder loads as the standard processor elsewhere."""
+    """Write the parent's class name and a video processor, so a saved folder loads as the standard processor."""
 
     saved_as = ""
+    video_class = ""
+    # The video processor config of the folder this processor was loaded from, kept as it was; None: derive one.
+    video_settings: dict | None = None
 
     def to_dict(self):
-        return super().to_dict() | {"processor_class": self.saved_as}
+        return super().to_dict() | {"processor_class": self.saved_as, "video_processor": self.video_config()}
+
+    def video_config(self) -> dict:
+        """The video processor config to save: the source folder's own, else the image processor's settings
+        under the family's video class (what transformers itself does for folders that predate video)."""
+        if self.video_settings:
+            return dict(self.video_settings)
+        settings = {k: v for k, v in self.image_processor.to_dict().items() if k not in ("image_processor_type", "processor_class")}
+        return settings | {"video_processor_type": self.video_class}
 
 
 class Qwen2VLProcessorImageOnly(_SavesAsParent, Qwen2VLProcessor):
     """Qwen2-VL's processor for images only: its video processor needs torchvision."""
 
-    saved_as = "Qwen2VLProcessor"
+    saved_as, video_class = "Qwen2VLProcessor", "Qwen2VLVideoProcessor"
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         # The parent passes (image, tokenizer, video); the attribute list from this signature has two.
@@ -155,7 +168,7 @@ class Qwen2VLProcessorImageOnly(_SavesAsParent, Qwen2VLProcessor):
 class Qwen2_5_VLProcessorImageOnly(_SavesAsParent, Qwen2_5_VLProcessor):
     """Qwen2.5-VL's processor for images only: its video processor needs torchvision."""
 
-    saved_as = "Qwen2_5_VLProcessor"
+    saved_as, video_class = "Qwen2_5_VLProcessor", "Qwen2VLVideoProcessor"  # Qwen2.5-VL reuses Qwen2-VL's
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template)
@@ -164,7 +177,7 @@ class Qwen2_5_VLProcessorImageOnly(_SavesAsParent, Qwen2_5_VLProcessor):
 class SmolVLMProcessorImageOnly(_SavesAsParent, SmolVLMProcessor):
     """SmolVLM's processor for images only: its video processor needs torchvision."""
 
-    saved_as = "SmolVLMProcessor"
+    saved_as, video_class = "SmolVLMProcessor", "SmolVLMVideoProcessor"
 
     def __init__(self, image_processor, tokenizer, image_seq_len: int = 169, chat_template=None, **kwargs):
         super().__init__(image_processor, tokenizer, None, image_seq_len=image_seq_len, chat_template=chat_template)

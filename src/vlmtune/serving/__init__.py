@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from vlmtune.errors import VlmtuneError
 
@@ -32,13 +32,15 @@ class BadRequest(VlmtuneError):
 class ServeOptions(BaseModel):
     """`vlmtune serve` options that are one value each (the CLI and the YAML schema)."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 
     model: str = Field("tiny", description="'tiny' (embedded), a hub id, or a model folder (a merged export works)")
     name: str | None = Field(None, description="model id of the base model in requests (default: the --model value)")
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 exposes the server to the network")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0 = any free port)")
-    api_key: str | None = Field(None, description="require this key on every route but /health")
+    # Read from the environment too: a key on the command line shows in the process list.
+    api_key: str | None = Field(None, json_schema_extra={"envvar": "VLMTUNE_API_KEY"},
+                                description="require this key on every route but /health")
     allow_local_images: Path | None = Field(None, description="folder that image paths in requests may read from")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
     max_tokens: int = Field(1024, ge=1, description="cap on a request's max_tokens; also the default")
@@ -55,7 +57,8 @@ class ServeOptions(BaseModel):
 class ServeConfig(ServeOptions):
     """All serve options, plus adapters: NAME -> folder of a saved LoRA adapter."""
 
-    adapters: dict[str, Path] = Field(default_factory=dict, description="LoRA adapters by the model id that selects them")
+    adapters: dict[str, Path] = Field(default_factory=dict, validation_alias=AliasChoices("adapter"),
+                                      description="a LoRA adapter folder, served as model id NAME (repeatable)")
 
     @field_validator("allow_local_images")
     @classmethod

@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 
 from vlmtune.errors import VlmtuneError
-from vlmtune.models.loading import load_model
+from vlmtune.io import ordinary_permissions
+from vlmtune.models.loading import load_model, save_pretrained
 
 
 def export_run(run: Path, out: Path, merge: bool = True) -> Path:
@@ -28,8 +29,8 @@ def export_run(run: Path, out: Path, merge: bool = True) -> Path:
         shutil.copytree(run / "adapter", tmp)
     else:
         merged, processor = merged_model(run, config)
-        merged.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
+        save_pretrained(merged, processor, tmp)
+    ordinary_permissions(tmp)  # runs saved by older versions hold 0600 weights
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out

@@ -23,7 +23,7 @@ from vlmtune.config import Hyperparameters
 from vlmtune.evaluation.run import evaluate_records
 from vlmtune.io import write_json, write_text
 from vlmtune.models.encode import collate
-from vlmtune.models.loading import count_parameters, write_base_identity
+from vlmtune.models.loading import count_parameters, save_pretrained, write_base_identity
 from vlmtune.progress import console, progress_bar
 from vlmtune.reports.plots import loss_curve
 from vlmtune.training import checkpoint as ckpt
@@ -205,8 +205,7 @@ def save_model(model, processor, folder: Path, base_name: str = "") -> None:
     """Save an adapter (with the identity of its base) or a full model with its processor, atomically."""
     tmp = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
+    save_pretrained(model, processor, tmp)
     if hasattr(model, "peft_config"):
         write_base_identity(tmp, base_name, model)
     shutil.rmtree(folder, ignore_errors=True)

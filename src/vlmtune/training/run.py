@@ -34,14 +34,14 @@ def check_output(cfg: TrainConfig) -> bool:
     """Decide between a fresh start and a resume; refuse to mix two different runs in one folder."""
     out = cfg.output
     if out.exists() and not out.is_dir():
-        raise VlmtuneError(f"--output {out}: expected a folder for the run, found a file")
+        raise VlmtuneError(f"--out {out}: expected a folder for the run, found a file")
     if out.is_dir() and any(out.iterdir()) and not _is_run_folder(out):
         # Never delete a folder vlmtune did not make: a typo must not cost the user their data.
-        raise VlmtuneError(f"--output {out}: exists and is not a vlmtune run folder; choose another --output")
+        raise VlmtuneError(f"--out {out}: exists and is not a vlmtune run folder; choose another --out")
     if cfg.overwrite:
         return False
     if (out / COMPLETE).is_file():
-        raise VlmtuneError(f"{out}: holds a finished run; choose another --output or pass --overwrite")
+        raise VlmtuneError(f"{out}: holds a finished run; choose another --out or pass --overwrite")
     saved = out / RUN_CONFIG
     if list_checkpoints(out) and saved.is_file():
         try:

@@ -6,7 +6,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import get_scheduler
 
-from vlmtune.config import Hyperparameters
+from vlmtune.config import ConfigError, Hyperparameters
 from vlmtune.errors import VlmtuneError
 from vlmtune.models.families import family_of, lora_targets
 from vlmtune.models.loading import count_parameters
@@ -41,7 +41,7 @@ def prepare_model(model, method: str, hp: Hyperparameters):
         for name, p in model.named_parameters():
             p.requires_grad_(not frozen[_part(family, name)])
         if not any(p.requires_grad for p in model.parameters()):
-            raise VlmtuneError("freeze_*: every part of the model is frozen; nothing would be trained")
+            raise ConfigError("freeze_*: every part of the model is frozen; nothing would be trained")
         return model
     # An explicit regex overrides; otherwise the family says which Linear layers belong to which part.
     target = hp.lora_target or lora_targets(model, vision=hp.lora_vision, projector=hp.lora_projector)
@@ -49,7 +49,7 @@ def prepare_model(model, method: str, hp: Hyperparameters):
     try:
         return get_peft_model(model, config)
     except ValueError as e:  # peft: "Target modules ... not found in the base model"
-        raise VlmtuneError(f"option 'lora_target': expected a pattern matching some of the model's Linear layers, found {target!r}: {e}") from None
+        raise ConfigError(f"option 'lora_target': expected a pattern matching some of the model's Linear layers, found {target!r}: {e}") from None
 
 
 def _part(family, name: str) -> str:
