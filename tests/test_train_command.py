@@ -29,12 +29,23 @@ def _cfg(tmp_path, **kw) -> TrainConfig:
 
 def test_early_stopping_follows_threshold_and_patience():
     es = EarlyStopping(patience=2, threshold=0.01)
-    assert es.update(1.0) and not es.should_stop
-    assert not es.update(0.995)  # improved by less than the threshold: not an improvement
+    assert es.update(1.0, step=1) and not es.should_stop
+    # Lower, but by less than the threshold: the new best weights, yet no improvement for patience.
+    assert es.update(0.995, step=2)
     assert not es.should_stop
-    assert not es.update(0.999)
-    assert es.should_stop and es.best == 1.0
+    assert not es.update(0.999, step=3)
+    assert es.should_stop and (es.best, es.best_step, es.reference) == (0.995, 2, 1.0)
     assert EarlyStopping(patience=0).update(3.0) and not EarlyStopping(patience=0).should_stop
+    # Patience is measured from the last improvement: two small gains that add up past the threshold reset it.
+    es = EarlyStopping(patience=2, threshold=0.5)
+    es.update(5.9), es.update(5.5), es.update(5.3)
+    assert es.bad_validations == 0 and es.reference == 5.3
+
+
+def test_format_0_early_stopping_state_loads():
+    es = EarlyStopping(patience=1)
+    es.load_state_dict({"patience": 1, "threshold": 0.5, "best": 5.9, "bad_validations": 0})
+    assert (es.reference, es.best, es.best_step) == (5.9, 5.9, 0)
 
 
 def test_train_writes_the_service_layout_and_a_merged_export_generates_the_same_tokens(tmp_path):
