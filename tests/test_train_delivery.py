@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from train_fixtures import write_chart_data
+from train_fixtures import delivered_weights, write_chart_data
 from vlmtune.cli import main
 from vlmtune.training.metric_logging import VAL_CSV, read_csv
 
@@ -18,12 +18,6 @@ def _args(tmp_path, *extra):
     return ["train", "--model", "tiny", "--train-data", str(train_file), "--val-data", str(val_file), "--output",
             str(tmp_path / "run"), "--epochs", "3", "--batch-size", "8", "--learning-rate", "0.002", "--warmup-steps", "0",
             "--seed", "3", "--method", "full", "--eval-every-steps", "1", *extra]
-
-
-def _delivered(run) -> dict[str, torch.Tensor]:
-    from transformers import AutoModelForImageTextToText
-
-    return {n: p.detach() for n, p in AutoModelForImageTextToText.from_pretrained(run / "model").named_parameters()}
 
 
 def test_early_stopping_delivers_the_weights_with_the_reported_best_validation_loss(tmp_path):
@@ -38,7 +32,7 @@ def test_early_stopping_delivers_the_weights_with_the_reported_best_validation_l
 
     # The checkpoint of that step is the independent record of its weights.
     validated = load_file(run / "checkpoints" / f"step-{best_step:08d}" / "trainable.safetensors")
-    delivered = _delivered(run)
+    delivered = delivered_weights(run / "model")
     assert validated.keys() == delivered.keys()
     assert all(torch.equal(delivered[name], value) for name, value in validated.items()), f"model/ is not step {best_step}"
     reported = float(re.search(r"best validation loss (\d+\.\d+)", result.output).group(1))

@@ -116,6 +116,8 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
             state = ckpt.load_checkpoint(last, acc.unwrap_model(model), optimizer, scheduler)
             step, rows = state["step"], _rows_up_to(out_dir, state)
             early.load_state_dict(state["early_stopping"])
+            if main and early.best_step == step:  # killed between writing this checkpoint and copying its weights
+                ckpt.save_best(out_dir, last, step, early.best)
             run_log.say(f"resuming from {last} (step {step} of {total_steps})")
         else:
             run_log.say(f"{out_dir}: no intact checkpoint left; starting the run over from step 0", "yellow")
