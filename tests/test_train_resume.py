@@ -221,3 +221,39 @@ def test_a_full_disk_at_the_final_save_is_one_line_and_the_same_command_finishes
     assert not (cfg.output / ".tmp-model").exists() and not (cfg.output / "run_complete.json").exists()
     train(cfg)
     _assert_same_as_uninterrupted(runs, cfg)
+
+
+def test_a_run_left_by_vlmtune_0_1_resumes(runs, tmp_path, capsys):
+    """Format 0: no manifest or best.json, numpy's RNG pickled in optimizer.pt, metric rows only in the CSVs."""
+    import json
+    import random
+
+    import numpy as np
+    import yaml
+
+    from vlmtune.training.metric_logging import TRAIN_COLUMNS
+
+    cfg = _copy_crashed(runs, tmp_path)
+    for folder in ckpt.list_checkpoints(cfg.output):
+        blob = torch.load(folder / "optimizer.pt", weights_only=True)
+        version, internal, gauss = blob["rng"]["python"]
+        n = blob["rng"]["numpy"]
+        blob["rng"] |= {"python": (version, tuple(internal), gauss),
+                        "numpy": ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])}
+        torch.save(blob, folder / "optimizer.pt")
+        state = json.loads((folder / "trainer_state.json").read_text())
+        early = state["early_stopping"]
+        (folder / "trainer_state.json").write_text(json.dumps({"step": state["step"], "early_stopping": {
+            "patience": early["patience"], "threshold": early["threshold"], "best": early["reference"], "bad_validations": 0}}))
+        (folder / "manifest.json").unlink()
+    (cfg.output / "checkpoints" / "best.json").unlink()
+    saved = yaml.safe_load((cfg.output / "run_config.yaml").read_text())
+    (cfg.output / "run_config.yaml").write_text(yaml.safe_dump(
+        {k: v for k, v in saved.items() if k not in ("format_version", "log_every_steps", "report_to")}))
+    rows = read_csv(cfg.output / TRAIN_CSV)
+    with open(cfg.output / TRAIN_CSV, "w", newline="") as f:
+        csv.writer(f).writerows([TRAIN_COLUMNS[:4]] + [[r[c] for c in TRAIN_COLUMNS[:4]] for r in rows])
+    random.seed(0)  # whatever this process's generators hold, the checkpoint's state must win
+    train(cfg)
+    assert "step-00000004 (step 4 of 6)" in capsys.readouterr().err
+    _assert_same_as_uninterrupted(runs, cfg)
