@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,18 +61,19 @@ def test_train_writes_the_service_layout_and_a_merged_export_generates_the_same_
     assert out.exit_code == 0, out.output
     assert (tmp_path / "merged" / "model.safetensors").is_file()
     # The merged folder is loaded in a fresh process with the hub off, as a user's serving job would.
-    merged = subprocess.run([sys.executable, "-c", GENERATE, str(tmp_path / "merged"), str(tmp_path / "data")],
+    merged = subprocess.run([sys.executable, "-c", GENERATE, str(tmp_path / "merged"), str(tmp_path / "data"), str(TESTS)],
                             capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
     assert merged.returncode == 0, merged.stderr[-2000:]
     adapter_out = _generate(result.model, run / "adapter", tmp_path / "data")
     assert json.loads(merged.stdout.strip().splitlines()[-1]) == adapter_out
 
 
+TESTS = Path(__file__).resolve().parent
 GENERATE = """
 import json, sys
 from pathlib import Path
 from transformers import AutoModelForImageTextToText, AutoProcessor
-sys.path.insert(0, "tests")
+sys.path.insert(0, sys.argv[3])
 from test_train_command import _generate
 model = AutoModelForImageTextToText.from_pretrained(sys.argv[1])
 print(json.dumps(_generate(model, Path(sys.argv[1]), Path(sys.argv[2]))))
@@ -168,6 +170,7 @@ def test_frozen_vision_tower_stays_put_and_parts_get_their_own_learning_rates(tm
     assert groups == {"projector": 1e-5, "language": cfg.learning_rate}
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_resumes_and_ends_at_the_same_loss(tmp_path):
     cfg = _cfg(tmp_path, method="full", epochs=3, save_every_steps=1)
     reference = train(cfg.model_copy(update={"output": tmp_path / "reference"}))

@@ -81,13 +81,18 @@ class TensorBoardLogger:
 
 
 class MlflowLogger:
-    """An MLflow run; the tracking URI is MLFLOW_TRACKING_URI, else a file store in the run folder."""
+    """An MLflow run; the tracking URI is MLFLOW_TRACKING_URI, else a file store in the run folder.
+
+    MLflow 3 keeps the file store only on request (MLFLOW_ALLOW_FILE_STORE): it needs no database package,
+    which mlflow-skinny lacks, and `mlflow ui --backend-store-uri RUN/mlruns` reads it.
+    """
 
     def __init__(self, run_dir: Path, config: dict, ids: dict):
         import mlflow
 
         self.mlflow = mlflow
         if not os.environ.get("MLFLOW_TRACKING_URI"):
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             mlflow.set_tracking_uri((run_dir / "mlruns").resolve().as_uri())
         run = mlflow.start_run(run_id=ids.get("mlflow"), run_name=None if ids.get("mlflow") else run_dir.name)
         if not ids.get("mlflow"):
