@@ -148,3 +148,18 @@ def test_wandb_offline_run_is_written_in_the_run_folder(tmp_path, monkeypatch):
     runs = list((cfg.output / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     assert (cfg.output / "trackers.json").is_file()
+
+
+def test_a_tracker_that_cannot_start_is_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    import torch.utils.tensorboard
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("[Errno 13] Permission denied: 'tensorboard'")
+
+    monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", refuse)
+    cfg = _cfg(tmp_path, epochs=1, report_to="tensorboard")
+    result = CliRunner().invoke(main, ["train", "--model", "tiny", "--train-data", str(cfg.train_data), "--output",
+                                       str(cfg.output), "--report-to", "tensorboard"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "error: option 'report_to': tensorboard could not start: [Errno 13] Permission denied: 'tensorboard'" in result.output

@@ -26,7 +26,7 @@ from vlmtune.evaluation.run import evaluate_records
 from vlmtune.io import write_json, write_text
 from vlmtune.models.encode import collate
 from vlmtune.models.loading import count_parameters, write_base_identity
-from vlmtune.progress import progress_bar
+from vlmtune.progress import progress_bar, quiet_libraries
 from vlmtune.reports.plots import loss_curve
 from vlmtune.training import checkpoint as ckpt
 from vlmtune.training.data import EncodedSet, encode_dataset, label_tokens
@@ -43,7 +43,7 @@ from vlmtune.training.metric_logging import (
     perplexity,
     read_csv_rows_up_to,
 )
-from vlmtune.training.run_log import LOG, RunLog, quiet_libraries
+from vlmtune.training.run_log import LOG, RunLog
 from vlmtune.training.setup import build_optimizer, build_scheduler, check_method_possible, prepare_model, resolve_method
 from vlmtune.training.trackers import Trackers, parse_report_to
 

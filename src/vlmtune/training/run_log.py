@@ -8,13 +8,8 @@ learning rate, gradient norm, tokens per second and the time left.
 from __future__ import annotations
 
 import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-
-from transformers.utils import logging as hf_logging
 
 from vlmtune.progress import console
 
@@ -67,21 +62,3 @@ class RunLog:
 def _clock(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-@contextmanager
-def quiet_libraries() -> Iterator[None]:
-    """Inside vlmtune's own progress display, the libraries' bars ("Writing model shards") and deprecation
-    notices are noise the user cannot act on; both come back afterwards."""
-    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()

@@ -39,8 +39,7 @@ class Trackers:
 
     def __init__(self, names: list[str], run_dir: Path, config: dict, enabled: bool = True):
         ids = _read_ids(run_dir / IDS)
-        makers = {"tensorboard": TensorBoardLogger, "mlflow": MlflowLogger, "wandb": WandbLogger}
-        self.loggers: list[MetricLogger] = [makers[n](run_dir, config, ids) for n in names] if enabled else []
+        self.loggers: list[MetricLogger] = [_start(name, run_dir, config, ids) for name in names] if enabled else []
         if any(ids.values()):
             write_json(run_dir / IDS, ids)
 
@@ -52,6 +51,15 @@ class Trackers:
     def close(self) -> None:
         for logger in self.loggers:
             logger.close()
+
+
+def _start(name: str, run_dir: Path, config: dict, ids: dict) -> MetricLogger:
+    makers = {"tensorboard": TensorBoardLogger, "mlflow": MlflowLogger, "wandb": WandbLogger}
+    try:
+        return makers[name](run_dir, config, ids)
+    except Exception as e:  # not logged in, server unreachable, ...: the tracker's own words, in one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise VlmtuneError(f"option 'report_to': {name} could not start: {first}") from None
 
 
 def _read_ids(path: Path) -> dict:
