@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,12 +30,23 @@ def _cfg(tmp_path, **kw) -> TrainConfig:
 
 def test_early_stopping_follows_threshold_and_patience():
     es = EarlyStopping(patience=2, threshold=0.01)
-    assert es.update(1.0) and not es.should_stop
-    assert not es.update(0.995)  # improved by less than the threshold: not an improvement
+    assert es.update(1.0, step=1) and not es.should_stop
+    # Lower, but by less than the threshold: the new best weights, yet no improvement for patience.
+    assert es.update(0.995, step=2)
     assert not es.should_stop
-    assert not es.update(0.999)
-    assert es.should_stop and es.best == 1.0
+    assert not es.update(0.999, step=3)
+    assert es.should_stop and (es.best, es.best_step, es.reference) == (0.995, 2, 1.0)
     assert EarlyStopping(patience=0).update(3.0) and not EarlyStopping(patience=0).should_stop
+    # Patience is measured from the last improvement: two small gains that add up past the threshold reset it.
+    es = EarlyStopping(patience=2, threshold=0.5)
+    es.update(5.9), es.update(5.5), es.update(5.3)
+    assert es.bad_validations == 0 and es.reference == 5.3
+
+
+def test_format_0_early_stopping_state_loads():
+    es = EarlyStopping(patience=1)
+    es.load_state_dict({"patience": 1, "threshold": 0.5, "best": 5.9, "bad_validations": 0})
+    assert (es.reference, es.best, es.best_step) == (5.9, 5.9, 0)
 
 
 def test_train_writes_the_service_layout_and_a_merged_export_generates_the_same_tokens(tmp_path):
@@ -49,18 +61,19 @@ def test_train_writes_the_service_layout_and_a_merged_export_generates_the_same_
     assert out.exit_code == 0, out.output
     assert (tmp_path / "merged" / "model.safetensors").is_file()
     # The merged folder is loaded in a fresh process with the hub off, as a user's serving job would.
-    merged = subprocess.run([sys.executable, "-c", GENERATE, str(tmp_path / "merged"), str(tmp_path / "data")],
+    merged = subprocess.run([sys.executable, "-c", GENERATE, str(tmp_path / "merged"), str(tmp_path / "data"), str(TESTS)],
                             capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
     assert merged.returncode == 0, merged.stderr[-2000:]
     adapter_out = _generate(result.model, run / "adapter", tmp_path / "data")
     assert json.loads(merged.stdout.strip().splitlines()[-1]) == adapter_out
 
 
+TESTS = Path(__file__).resolve().parent
 GENERATE = """
 import json, sys
 from pathlib import Path
 from transformers import AutoModelForImageTextToText, AutoProcessor
-sys.path.insert(0, "tests")
+sys.path.insert(0, sys.argv[3])
 from test_train_command import _generate
 model = AutoModelForImageTextToText.from_pretrained(sys.argv[1])
 print(json.dumps(_generate(model, Path(sys.argv[1]), Path(sys.argv[2]))))
@@ -157,6 +170,7 @@ def test_frozen_vision_tower_stays_put_and_parts_get_their_own_learning_rates(tm
     assert groups == {"projector": 1e-5, "language": cfg.learning_rate}
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_resumes_and_ends_at_the_same_loss(tmp_path):
     cfg = _cfg(tmp_path, method="full", epochs=3, save_every_steps=1)
     reference = train(cfg.model_copy(update={"output": tmp_path / "reference"}))

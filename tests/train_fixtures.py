@@ -19,3 +19,10 @@ def write_chart_data(folder: Path, n_train: int = 24, n_val: int = 8, seed: int 
     write_bedrock(folder / "train.jsonl", records[:n_train])
     write_bedrock(folder / "val.jsonl", records[n_train:])
     return folder / "train.jsonl", folder / "val.jsonl"
+
+
+def delivered_weights(model_dir: Path) -> dict:
+    """The parameters of a delivered model folder, by the names the checkpoints use (named_parameters)."""
+    from transformers import AutoModelForImageTextToText
+
+    return {n: p.detach() for n, p in AutoModelForImageTextToText.from_pretrained(model_dir).named_parameters()}

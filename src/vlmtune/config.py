@@ -59,6 +59,8 @@ class Hyperparameters(BaseModel):
     generate_eval_every_steps: int = Field(0, ge=0, description="generation-based validation every N steps (0 = at each validation)")
     generate_eval_samples: int = Field(64, ge=1, description="validation records answered for the generation metric")
     save_every_steps: int = Field(0, ge=0, validation_alias=_alias("save_every_steps", "save_steps"), description="checkpoint every N steps as well as at each validation; 0 = at validations only")
+    log_every_steps: int = Field(10, ge=0, description="write a progress line (loss, lr, grad norm, tokens/s, ETA) every N steps to train.log in the run folder, and to stderr when it is not a terminal; 0 = at validations only")
+    report_to: str = Field("", description="also log metrics to these trackers, comma-separated: tensorboard, mlflow, wandb (each an extra: pip install 'vlmtune[tensorboard]'); empty = none")
     max_length: int = Field(2048, ge=16, validation_alias=_alias("max_length", "max_seq_length"), description="longest record in tokens; longer records are dropped or stop the run (on_too_long)")
     on_too_long: Literal["drop", "error"] = Field("drop", description="what to do with a record over max_length (truncation would cut image tokens or the answer)")
     max_pixels: int = Field(1_003_520, ge=256, description="images are downscaled to at most this many pixels before the processor sees them")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -34,3 +35,24 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[..., None]]:
             bar.update(task, advance=n, **({"info": info} if fields else {}))
 
         yield advance
+
+
+@contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Inside vlmtune's own progress display, the libraries' bars ("Writing model shards") and deprecation
+    notices are noise the user cannot act on; both come back afterwards. Usable as a decorator."""
+    # Imported here, not at the top: progress is imported by light commands that never load transformers.
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -18,9 +18,9 @@ def train(cfg: TrainConfig) -> None:
 
     result = run(cfg)
     last = result.train_log[-1]["training_loss"] if result.train_log else float("nan")
-    best = min((r["validation_loss"] for r in result.val_log), default=None)
+    best = result.best_validation_loss  # the validation loss of the weights delivered, as run_complete.json says
     click.echo(f"{result.method} fine-tuning done: {len(result.train_log)} steps, final training loss {last:.4f}"
-               + (f", best validation loss {best:.4f}" if best is not None else "")
+               + (f", best validation loss {best:.4f} (step {result.best_step})" if best is not None else "")
                + (" (stopped early)" if result.stopped_early else "") + f"; run folder {cfg.output}")
 
 

@@ -2,7 +2,8 @@
 
 One loop, visible here: AdamW with per-part learning rates, warm-up then linear/cosine decay, gradient
 accumulation, clipping, bf16 autocast on GPU, validation loss every N steps and each epoch, the managed
-service's early stopping, atomic checkpoints that a re-run resumes from, and the service's metric CSVs.
+service's early stopping, atomic checkpoints that a re-run resumes from (falling back past a damaged one),
+the service's metric CSVs, progress lines for logs and optional trackers (TensorBoard, MLflow, W&B).
 It runs the same under `accelerate launch` (DDP): each process takes its slice of every global batch.
 """
 
@@ -18,16 +19,18 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.state import AcceleratorState
+from accelerate.utils import broadcast_object_list
 
 from vlmtune.config import Hyperparameters
 from vlmtune.evaluation.run import evaluate_records
 from vlmtune.io import write_json, write_text
 from vlmtune.models.encode import collate
 from vlmtune.models.loading import count_parameters, save_pretrained, write_base_identity
-from vlmtune.progress import console, progress_bar
+from vlmtune.progress import progress_bar, quiet_libraries
 from vlmtune.reports.plots import loss_curve
 from vlmtune.training import checkpoint as ckpt
 from vlmtune.training.data import EncodedSet, encode_dataset, label_tokens
+from vlmtune.training.disk import disk_full_guard, nbytes
 from vlmtune.training.early_stopping import EarlyStopping
 from vlmtune.training.metric_logging import (
     GEN_CSV,
@@ -38,11 +41,14 @@ from vlmtune.training.metric_logging import (
     CsvLogger,
     GenerationLogger,
     perplexity,
-    read_csv,
+    read_csv_rows_up_to,
 )
+from vlmtune.training.run_log import LOG, RunLog
 from vlmtune.training.setup import build_optimizer, build_scheduler, check_method_possible, prepare_model, resolve_method
+from vlmtune.training.trackers import Trackers, parse_report_to
 
 COMPLETE = "run_complete.json"
+FORMAT = 1  # of run_complete.json and config.yaml; 0 had no format_version
 
 
 @dataclass
@@ -56,8 +62,19 @@ class TrainResult:
     seconds: float = 0.0
     stopped_early: bool = False
     dropped: dict = field(default_factory=dict)
+    best_step: int = 0  # the step whose weights were delivered
+    best_validation_loss: float | None = None  # their validation loss (None without validation)
 
 
+@dataclass
+class StepStats:
+    loss: float
+    learning_rate: float
+    grad_norm: float
+    tokens: int
+
+
+@quiet_libraries()
 def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameters, out_dir: Path,
              *, resume: bool = True) -> TrainResult:
     """Fine-tune `model` on `train` (validating on `val`), writing everything into `out_dir`."""
@@ -65,14 +82,17 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
     torch.manual_seed(hp.seed)
     method = resolve_method(model, hp)
     check_method_possible(method)
-    if not resume:
-        shutil.rmtree(out_dir, ignore_errors=True)
+    trackers_named = parse_report_to(hp.report_to)
     # Some towers carry layers a VLM never uses (SigLIP's post_layernorm under LLaVA); DDP must not wait for them.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     # Accelerate keeps one global state; a process may run several fine-tunings with different precisions
     # (quickstart, notebooks, tests). The distributed part (PartialState) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
     acc = Accelerator(cpu=hp.device == "cpu" or not torch.cuda.is_available(), mixed_precision=_precision(hp), kwargs_handlers=[ddp])
+    main = acc.is_main_process
+    if main and not resume:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     model = prepare_model(model, method, hp)
     trainable, total = count_parameters(model)
     limits = (hp.max_length, hp.on_too_long, hp.max_pixels)
@@ -86,65 +106,93 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
     params = [p for p in model.parameters() if p.requires_grad]
     early = EarlyStopping(hp.early_stopping_patience, hp.early_stopping_threshold)
     pad_id = processor.tokenizer.pad_token_id
+    run_log = RunLog(out_dir / LOG, total_steps, hp.log_every_steps, enabled=main)
 
     # ------------------------------------------------------------------ resume
-    step, kept_rows = 0, {"train": [], "val": [], "gen": []}
-    last = ckpt.list_checkpoints(out_dir)[-1:] if resume else []
-    if last:
-        state = ckpt.load_checkpoint(last[0], acc.unwrap_model(model), optimizer, scheduler)
-        step, kept_rows = state["step"], _rows_up_to(out_dir, state["step"])
-        early.load_state_dict(state["early_stopping"])
-        console.print(f"resuming from {last[0]} (step {step} of {total_steps})")
+    step, rows = 0, {"train": [], "val": [], "gen": []}
+    if resume and ckpt.list_checkpoints(out_dir):
+        last = ckpt.newest_intact(out_dir, lambda m: run_log.say(m, "yellow"))
+        if last:
+            state = ckpt.load_checkpoint(last, acc.unwrap_model(model), optimizer, scheduler)
+            step, rows = state["step"], _rows_up_to(out_dir, state)
+            early.load_state_dict(state["early_stopping"])
+            if main and early.best_step == step:  # killed between writing this checkpoint and copying its weights
+                ckpt.save_best(out_dir, last, step, early.best)
+            run_log.say(f"resuming from {last} (step {step} of {total_steps})")
+        else:
+            run_log.say(f"{out_dir}: no intact checkpoint left; starting the run over from step 0", "yellow")
+    acc.wait_for_everyone()  # every process has read the checkpoints before the main one prunes any
     stopped_early = early.should_stop  # a run killed right after it stopped early must not train on
-    train_log = CsvLogger(out_dir / TRAIN_CSV, TRAIN_COLUMNS, kept_rows["train"], enabled=acc.is_main_process)
-    val_log = CsvLogger(out_dir / VAL_CSV, VAL_COLUMNS, kept_rows["val"], enabled=acc.is_main_process)
-    gen_log = GenerationLogger(out_dir / GEN_CSV, kept_rows["gen"], enabled=acc.is_main_process and bool(hp.generate_eval_task))
+    train_log = CsvLogger(out_dir / TRAIN_CSV, TRAIN_COLUMNS, rows["train"], enabled=main)
+    val_log = CsvLogger(out_dir / VAL_CSV, VAL_COLUMNS, rows["val"], enabled=main)
+    gen_log = GenerationLogger(out_dir / GEN_CSV, rows["gen"], enabled=main and bool(hp.generate_eval_task))
+    trackers = Trackers(trackers_named, out_dir, hp.model_dump(mode="json"), enabled=main)
 
     # ------------------------------------------------------------------ train
     started = time.perf_counter()
-    with progress_bar(f"fine-tuning ({method})", total=total_steps) as advance:
+    run_log.start(step)
+    with progress_bar(f"fine-tuning ({method})", total=total_steps) as advance, disk_full_guard(out_dir, 0, "the metrics"):
         advance(step)
         while step < total_steps and not stopped_early:
             epoch, index = divmod(step, steps_per_epoch)
             order = _epoch_order(len(train_set), hp.seed, epoch)
             batch = [train_set.examples[i] for i in order[index * hp.batch_size : (index + 1) * hp.batch_size]]
             t0 = time.perf_counter()
-            loss, tokens = optimizer_step(acc, model, batch, optimizer, scheduler, params, hp, pad_id)
+            stats = optimizer_step(acc, model, batch, optimizer, scheduler, params, hp, pad_id)
             step += 1
-            train_log.log({"step_number": step, "epoch_number": epoch + 1, "training_loss": loss, "perplexity": perplexity(loss)})
-            advance(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}", tok_s=f"{tokens / (time.perf_counter() - t0):,.0f}")
+            row = {"step_number": step, "epoch_number": epoch + 1, "training_loss": stats.loss, "perplexity": perplexity(stats.loss),
+                   "learning_rate": stats.learning_rate, "grad_norm": stats.grad_norm}
+            train_log.log(row)
+            trackers.log("train", row)
+            advance(loss=f"{stats.loss:.3f}", lr=f"{stats.learning_rate:.1e}", tok_s=f"{stats.tokens / (time.perf_counter() - t0):,.0f}")
             # -------------------------------------------------------------- validate and checkpoint
             epoch_end = step % steps_per_epoch == 0
             validated = bool(val_set.examples) and (epoch_end or _due(step, hp.eval_every_steps))
+            val_loss, is_best = None, False
             if validated:
                 val_loss = validation_loss(acc, model, val_set.examples, hp.batch_size, pad_id)
-                val_log.log({"step_number": step, "epoch_number": epoch + 1, "validation_loss": val_loss, "perplexity": perplexity(val_loss)})
-                if early.update(val_loss) and acc.is_main_process:
-                    ckpt.save_best(out_dir, acc.unwrap_model(model))
+                row = {"step_number": step, "epoch_number": epoch + 1, "validation_loss": val_loss, "perplexity": perplexity(val_loss)}
+                val_log.log(row)
+                trackers.log("eval", row)
+                is_best = early.update(val_loss, step)
                 stopped_early = early.should_stop
+            run_log.step(step, f"{epoch + 1}/{hp.epochs}", stats.loss, stats.learning_rate, stats.grad_norm, stats.tokens, val_loss)
             if hp.generate_eval_task and val and (epoch_end or _due(step, hp.generate_eval_every_steps or hp.eval_every_steps)):
-                gen_log.log({"step_number": step, "epoch_number": epoch + 1} | generation_metrics(acc.unwrap_model(model), processor, val, images_root, hp))
-            # Checkpoint at every validation too, so the best weights never come from after the last checkpoint.
+                row = {"step_number": step, "epoch_number": epoch + 1} | generation_metrics(acc.unwrap_model(model), processor, val, images_root, hp)
+                gen_log.log(row)
+                trackers.log("eval", row)
+            # Checkpoint at every validation too: the best weights are a copy of the checkpoint of their step.
             if epoch_end or validated or _due(step, hp.save_every_steps):
-                if acc.is_main_process:
-                    ckpt.save_checkpoint(out_dir, step, acc.unwrap_model(model), optimizer, scheduler, {"early_stopping": early.state_dict()})
+                if main:
+                    state = {"early_stopping": early.state_dict(), "metrics": {"train": train_log.rows, "val": val_log.rows, "gen": gen_log.rows}}
+                    saved = ckpt.save_checkpoint(out_dir, step, acc.unwrap_model(model), optimizer, scheduler, state)
+                    if is_best:
+                        ckpt.save_best(out_dir, saved, step, val_loss)
                 acc.wait_for_everyone()
-    for log in (train_log, val_log, gen_log):
+    for log in (train_log, val_log, gen_log, trackers):
         log.close()
+    if stopped_early:
+        run_log.say(f"stopped early at step {step}: {early.patience} validation(s) in a row did not improve on "
+                    f"{early.reference:.4f} by more than {early.threshold}")
 
     # ------------------------------------------------------------------ save
     # Without the autocast wrapper that prepare() put on forward: callers get a plain model back.
     model = acc.unwrap_model(model, keep_fp32_wrapper=False)
-    if acc.is_main_process:
-        finish_run(model, processor, method, hp, out_dir, train_log.rows, val_log.rows, stopped_early, acc.num_processes)
+    delivered = [(step, None)]
+    if main:
+        delivered = [finish_run(model, processor, method, hp, out_dir, train_log.rows, val_log.rows, early, stopped_early,
+                                acc.num_processes, run_log)]
+    if acc.num_processes > 1:
+        broadcast_object_list(delivered)
     acc.wait_for_everyone()
     model.eval()
     return TrainResult(model, method, trainable, total, train_log.rows, val_log.rows, time.perf_counter() - started,
-                       stopped_early, dict(train_set.dropped))
+                       stopped_early, dict(train_set.dropped), *delivered[0])
 
 
-def optimizer_step(acc, model, batch: list[dict], optimizer, scheduler, params, hp: Hyperparameters, pad_id: int) -> tuple[float, int]:
-    """One optimizer step over a global batch: this process's slice, in micro-batches; returns the global loss.
+def optimizer_step(acc, model, batch: list[dict], optimizer, scheduler, params, hp: Hyperparameters, pad_id: int) -> StepStats:
+    """One optimizer step over a global batch: this process's slice, in micro-batches; returns the global loss,
+    the learning rate it stepped with, the gradient norm before clipping and the batch's tokens.
 
     Each micro-batch's loss is its summed token loss divided by the label tokens of the whole global batch,
     so any split into processes and micro-batches gives the same gradient as one big batch (DDP averages
@@ -163,12 +211,14 @@ def optimizer_step(acc, model, batch: list[dict], optimizer, scheduler, params, 
             loss = model(**inputs, num_items_in_batch=torch.tensor(n_tokens, device=acc.device)).loss
             acc.backward(loss * acc.num_processes)
         local += loss.detach().float()
-    acc.clip_grad_norm_(params, hp.max_grad_norm)
+    grad_norm = acc.clip_grad_norm_(params, hp.max_grad_norm)
+    # The language model's rate is "the" learning rate; vision and projector may have their own.
+    lr = next((g["lr"] for g in optimizer.param_groups if g.get("name") == "language"), optimizer.param_groups[0]["lr"])
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    tokens = sum(int(e["attention_mask"].sum()) for e in mine)
-    return float(acc.reduce(local, reduction="sum")), tokens
+    tokens = sum(int(e["attention_mask"].sum()) for e in batch)
+    return StepStats(float(acc.reduce(local, reduction="sum")), lr, float(grad_norm), tokens)
 
 
 @torch.no_grad()
@@ -205,28 +255,61 @@ def save_model(model, processor, folder: Path, base_name: str = "") -> None:
     """Save an adapter (with the identity of its base) or a full model with its processor, atomically."""
     tmp = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(model, processor, tmp)
-    if hasattr(model, "peft_config"):
-        write_base_identity(tmp, base_name, model)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    try:
+        save_pretrained(model, processor, tmp)
+        if hasattr(model, "peft_config"):
+            write_base_identity(tmp, base_name, model)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def finish_run(model, processor, method: str, hp: Hyperparameters, out_dir: Path, train_rows, val_rows,
-               stopped_early: bool, processes: int = 1) -> None:
-    """The deliverable is the best validated weights when there was validation, else the last ones.
+               early: EarlyStopping, stopped_early: bool, processes: int, run_log: RunLog) -> tuple[int, float | None]:
+    """Deliver the weights with the lowest validation loss (the last ones without validation); return their step and loss.
 
     `run_complete.json` is written last: a crash before it leaves a run that the same command finishes.
     """
     target = out_dir / ("model" if method == "full" else "adapter")
-    ckpt.load_best(out_dir, model)  # the caller's in-memory model is then exactly what is saved
-    save_model(model, processor, target, getattr(hp, "model", ""))
-    write_text(out_dir / "config.yaml", _yaml(hp.model_dump(mode="json") | {"resolved_method": method}))
-    loss_curve(train_rows, val_rows, out_dir / "loss_curve.png")
-    best_val = min((r["validation_loss"] for r in val_rows), default=None)
-    write_json(out_dir / COMPLETE, {"method": method, "steps": len(train_rows), "stopped_early": stopped_early,
-                                    "final_training_loss": train_rows[-1]["training_loss"] if train_rows else None,
-                                    "best_validation_loss": best_val, "weights": target.name, "processes": processes})
+    best_step, best_loss = deliver_best(model, out_dir, train_rows, val_rows, early, run_log)
+    with disk_full_guard(out_dir, nbytes(model.state_dict()), f"the {target.name}"):
+        save_model(model, processor, target, getattr(hp, "model", ""))
+        write_text(out_dir / "config.yaml", _yaml({"format_version": FORMAT} | hp.model_dump(mode="json") | {"resolved_method": method}))
+        loss_curve(train_rows, val_rows, out_dir / "loss_curve.png")
+        write_json(out_dir / COMPLETE, {"format_version": FORMAT, "method": method, "steps": len(train_rows),
+                                        "stopped_early": stopped_early,
+                                        "final_training_loss": train_rows[-1]["training_loss"] if train_rows else None,
+                                        "best_validation_loss": best_loss, "best_step": best_step, "weights": target.name,
+                                        "processes": processes})
+    run_log.say(f"delivered {target} (step {best_step}" + (f", validation loss {best_loss:.4f})" if best_loss is not None else ")"))
+    return best_step, best_loss
+
+
+def deliver_best(model, out_dir: Path, train_rows, val_rows, early: EarlyStopping, run_log: RunLog) -> tuple[int, float | None]:
+    """Put the best validated weights into `model` (the caller's model is then exactly what is saved).
+
+    When they are damaged or lost, the intact checkpoint with the lowest validation loss stands in, and
+    the run says so; what is reported is always the loss of the weights delivered.
+    """
+    last = train_rows[-1]["step_number"] if train_rows else 0
+    if not val_rows:
+        return last, None
+    losses = {r["step_number"]: r["validation_loss"] for r in val_rows}
+    # Format-0 checkpoints did not record the best step; their best loss says which validation it was.
+    path, problem = ckpt.best_weights(out_dir, early.best_step)
+    best_step = early.best_step or next((s for s, v in losses.items() if v == early.best), last)
+    if path is None:
+        intact = [ckpt.step_of(c) for c in ckpt.list_checkpoints(out_dir) if ckpt.step_of(c) in losses and not ckpt.check_checkpoint(c)]
+        if not intact:
+            run_log.say(f"{problem}; no intact validated checkpoint left, delivering the final weights (step {last})", "yellow")
+            return last, losses.get(last)
+        stand_in = min(intact, key=lambda s: (math.isnan(losses[s]), losses[s]))
+        run_log.say(f"{problem}; delivering step {stand_in} (validation loss {losses[stand_in]:.4f}), the best intact "
+                    f"checkpoint, instead of step {best_step}", "yellow")
+        path, best_step = ckpt.checkpoint_path(out_dir, stand_in) / ckpt.WEIGHTS, stand_in
+    ckpt.load_weights(path, model)
+    return best_step, losses.get(best_step)
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -234,11 +317,12 @@ def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
 
 
-def _rows_up_to(out_dir: Path, step: int) -> dict[str, list[dict]]:
-    rows = {}
-    for key, path in (("train", out_dir / TRAIN_CSV), ("val", out_dir / VAL_CSV), ("gen", out_dir / GEN_CSV)):
-        rows[key] = [r for r in read_csv(path) if r["step_number"] <= step] if path.is_file() else []
-    return rows
+def _rows_up_to(out_dir: Path, state: dict) -> dict[str, list[dict]]:
+    """The metric rows up to a checkpoint: kept in it since format 1, read from the CSVs (whole rows only) before."""
+    if "metrics" in state:
+        return {key: list(state["metrics"].get(key, [])) for key in ("train", "val", "gen")}
+    paths = {"train": out_dir / TRAIN_CSV, "val": out_dir / VAL_CSV, "gen": out_dir / GEN_CSV}
+    return {key: read_csv_rows_up_to(path, state["step"]) for key, path in paths.items()}
 
 
 def _precision(hp: Hyperparameters) -> str:
