@@ -27,7 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from vlmtune.errors import VlmtuneError
-from vlmtune.io import write_json
+from vlmtune.io import ordinary_permissions, write_json
 from vlmtune.training.disk import disk_full_guard, nbytes, sha256
 
 FORMAT = 1
@@ -82,6 +82,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
             # Written last: its presence means every file above is whole, and it says what whole is.
             write_json(tmp / MANIFEST, {"format_version": FORMAT, "files": {
                 f.name: {"bytes": f.stat().st_size, "sha256": sha256(f)} for f in sorted(tmp.iterdir())}})
+            ordinary_permissions(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
         finally:
