@@ -1,8 +1,8 @@
 """The architecture the README draws: each layer imports only the layers below it.
 
-cli -> quickstart -> service -> training -> {evaluation, serving} -> models -> reports -> config -> metrics
--> data -> targets -> {errors, io, progress}. Two packages on one rank (evaluation and serving) may not import
-each other. Imports inside functions count too: moving an import into a function does not hide a cycle.
+cli -> quickstart -> service -> distillation -> training -> {evaluation, serving, teachers} -> models -> reports
+-> config -> metrics -> data -> targets -> {errors, io, progress}. Packages on one rank (evaluation, serving and
+teachers) may not import each other. Imports inside functions count too: moving an import into a function does not hide a cycle.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ RANKS = {
     "config": 4,
     "reports": 5,
     "models": 6,
-    "evaluation": 7, "serving": 7,
+    "evaluation": 7, "serving": 7, "teachers": 7,
     "training": 8,
-    "service": 9,
-    "quickstart": 10,
-    "cli": 11,
+    "distillation": 9,
+    "service": 10,
+    "quickstart": 11,
+    "cli": 12,
 }
 
 

@@ -119,6 +119,16 @@ class TrainConfig(Hyperparameters):
                          description="run folder: checkpoints, metrics, model or adapter")
     images_root: Path | None = Field(None, description="folder that relative image paths resolve against; default each data file's folder")
     overwrite: bool = Field(False, description="start over even if the output folder holds a finished or resumable run")
+    objective: Literal["fine-tune", "pretrain"] = Field(
+        "fine-tune", description="fine-tune: loss on assistant turns (chat data); pretrain: continued pre-training on "
+        "{\"input\": text} lines (with optional \"images\"), loss on every text token, never on images (service: CONTINUED_PRE_TRAINING)")
+
+    @model_validator(mode="after")
+    def _check_objective(self):
+        if self.objective == "pretrain" and self.generate_eval_task:
+            raise ValueError("option 'generate_eval_task': expected none with objective pretrain (documents have no answers to score), "
+                             f"found {self.generate_eval_task!r}")
+        return self
 
 
 class QuickstartConfig(Hyperparameters):

@@ -70,3 +70,7 @@ from vlmtune.cli.train import export, train  # noqa: E402 - registered after mai
 
 main.add_command(train)
 main.add_command(export)
+
+from vlmtune.cli.distill import distill  # noqa: E402 - registered after main is defined
+
+main.add_command(distill)

@@ -20,6 +20,8 @@ def serve(cfg: ServeConfig) -> None:
     base = f"http://{cfg.host}:{cfg.port}"
     click.echo(f"serving {ids}\n  OpenAI:   {base}/v1  (POST /v1/chat/completions)\n"
                f"  Converse: {base}/model/{{id}}/converse\n  health:   {base}/health   metrics: {base}/metrics")
+    if cfg.invocation_log:
+        click.echo(f"  invocation log: {cfg.invocation_log} (every Converse call, with its requestMetadata)")
     if cfg.api_key is None and cfg.host not in ("127.0.0.1", "localhost", "::1"):
         click.secho(f"warning: listening on {cfg.host} with no --api-key; anyone who can reach it can use it", fg="yellow", err=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=5)

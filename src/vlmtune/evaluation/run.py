@@ -106,6 +106,22 @@ def _row(record: Record, out: Generation, task: Task, schema: dict | None, secon
     }
 
 
+# ---------------------------------------------------------------- answers made elsewhere
+def write_answered_eval(records: list[Record], answers: list[Generation], seconds: list[float], task: str, out: Path,
+                        settings: dict, device: str) -> dict:
+    """An eval folder for answers made outside this process (a teacher behind an API), scored exactly as
+    `vlmtune eval` scores its own, so `vlmtune compare` reads it like any other. `settings` names the answerer
+    (model, adapter, data, temperature, max_new_tokens, constrained)."""
+    task = get_task(task)
+    rows = [_row(r, a, task, None, sec) for r, a, sec in zip(records, answers, seconds)]
+    metrics = summarize(rows, records, task, None) | {"resumed": 0, "generated": len(rows), "device": device,
+                                                      "prompt": describe(Prompt(), None, None), "settings": settings}
+    write_jsonl(Path(out) / "predictions.jsonl", rows)
+    write_json(Path(out) / "metrics.json", metrics)
+    write_eval_report(metrics, Path(out))
+    return metrics
+
+
 # ---------------------------------------------------------------- the command (files, resume)
 def run_eval(cfg: EvalConfig) -> dict:
     """Evaluate cfg.model on cfg.data into cfg.out, skipping ids already predicted there; returns metrics."""

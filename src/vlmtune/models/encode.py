@@ -27,7 +27,7 @@ from transformers.models.mllama.processing_mllama import (
     get_cross_attention_token_mask,
 )
 
-from vlmtune.data.record import Record, to_chat_messages
+from vlmtune.data.record import ImagePart, Record, to_chat_messages
 from vlmtune.errors import VlmtuneError
 
 IGNORE_INDEX = -100
@@ -108,6 +108,63 @@ def encode_record(processor, record: Record, images: list[Image.Image], add_gene
     if "aspect_ratio_mask" in out:
         out[CROSS_ATTENTION_MASK] = _cross_attention_mask(processor, out)
     return out
+
+
+# ---------------------------------------------------------------- continued pre-training
+# How an image is written in plain text where a family's chat template wraps the processor's image token;
+# every processor then expands the token into the image's tokens itself.
+IMAGE_MARKUP = {"Qwen2VLProcessor": "<|vision_start|>{}<|vision_end|>", "Qwen2_5_VLProcessor": "<|vision_start|>{}<|vision_end|>"}
+
+
+def encode_pretraining(processor, record: Record, images: list[Image.Image]) -> dict[str, torch.Tensor]:
+    """Continued pre-training: the record's parts in order as one document, no chat template.
+
+    bos, then each image (its family's markup, untrained) and each text (trained, special-token strings in it
+    read as plain text), then eos (trained: where a document ends is learnt too). The loss covers exactly the
+    text tokens and the eos, never an image token. PaliGemma's images come first, before its bos, as its
+    processor places them.
+    """
+    tok = processor.tokenizer
+    parts = [p for m in record.messages for p in m.content]
+    paligemma = isinstance(processor, PaliGemmaProcessor)
+    if paligemma and any(isinstance(p, ImagePart) for p in parts[next((i for i, p in enumerate(parts) if not isinstance(p, ImagePart)), len(parts)):]):
+        raise VlmtuneError(f"{record.origin}: PaliGemma takes images only before the text")
+    if len(images) != len(record.images):
+        raise VlmtuneError(f"{record.origin}: {len(images)} images given for {len(record.images)} image parts")
+    markup = next((IMAGE_MARKUP[c.__name__] for c in type(processor).__mro__ if c.__name__ in IMAGE_MARKUP), "{}")
+    markup = markup.format(image_placeholder(processor))
+    remaining = list(images)
+    encoded = [] if paligemma or tok.bos_token_id is None else [_special_piece(tok, tok.bos_token_id, trained=False)]
+    for part in parts:
+        if isinstance(part, ImagePart):
+            encoded.append(_encode_segment(processor, Segment(markup, trained=False), [remaining.pop(0)]))
+        elif part.text:
+            encoded.append(_text_piece(tok, part.text, paligemma))
+    if paligemma and not record.images:
+        encoded.insert(0, _special_piece(tok, tok.bos_token_id, trained=False))
+    encoded.append(_special_piece(tok, tok.eos_token_id, trained=True, paligemma=paligemma))
+    out = _concatenate(encoded, any(k in enc for enc in encoded for k in PER_RECORD_MARKERS))
+    if "aspect_ratio_mask" in out:
+        out[CROSS_ATTENTION_MASK] = _cross_attention_mask(processor, out)
+    return out
+
+
+def _text_piece(tok, text: str, paligemma: bool) -> dict[str, torch.Tensor]:
+    # A document may well contain "<image>" or "</s>" as text; read as special tokens they would break the record.
+    ids = tok([text], add_special_tokens=False, split_special_tokens=True, return_tensors="pt")["input_ids"][0]
+    piece = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+    if paligemma:  # the trained suffix of PaliGemma's prefix-LM attends causally
+        piece["token_type_ids"] = torch.ones_like(ids)
+    return piece
+
+
+def _special_piece(tok, token_id: int, trained: bool, paligemma: bool = False) -> dict[str, torch.Tensor]:
+    ids = torch.tensor([token_id])
+    piece = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+             "labels": ids.clone() if trained else torch.full_like(ids, IGNORE_INDEX)}
+    if paligemma:
+        piece["token_type_ids"] = torch.full_like(ids, int(trained))
+    return piece
 
 
 def _check_paligemma_images(record: Record) -> None:

@@ -96,8 +96,9 @@ def costs(metrics: dict, prices: Prices) -> dict[str, float]:
             "token_cost": token_cost, "device_cost": device_cost, "total": token_cost + device_cost}
 
 
-def cost_table(a: dict, b: dict, prices: Prices) -> list[list[object]]:
-    ca, cb = costs(a, prices), costs(b, prices)
+def cost_table(a: dict, b: dict, prices: Prices, prices_a: Prices | None = None) -> list[list[object]]:
+    """Costs per item and per 1,000; `prices_a` prices run A differently (a teacher's API against a self-hosted student)."""
+    ca, cb = costs(a, prices_a or prices), costs(b, prices)
     rows = [
         ["input tokens per item", f"{ca['input_tokens']:.1f}", f"{cb['input_tokens']:.1f}"],
         ["output tokens per item", f"{ca['output_tokens']:.1f}", f"{cb['output_tokens']:.1f}"],
@@ -109,12 +110,12 @@ def cost_table(a: dict, b: dict, prices: Prices) -> list[list[object]]:
     return rows
 
 
-def chart_series(a: dict, b: dict) -> tuple[dict[str, dict[str, float]], str]:
+def chart_series(a: dict, b: dict, names: tuple[str, str] = NAMES) -> tuple[dict[str, dict[str, float]], str]:
     """Bars per category: F1 for extraction, else the headline metric; overall when there are no categories."""
     key = "f1" if is_field_task(a) else a["headline"]
     cats = sorted(set(a["by_category"]) | set(b["by_category"])) or ["overall"]
     pick = (lambda m, c: m["overall"].get(key, 0.0)) if cats == ["overall"] else (lambda m, c: m["by_category"].get(c, {}).get(key, 0.0))
-    return {NAMES[0]: {c: pick(a, c) for c in cats}, NAMES[1]: {c: pick(b, c) for c in cats}}, key
+    return {names[0]: {c: pick(a, c) for c in cats}, names[1]: {c: pick(b, c) for c in cats}}, key
 
 
 # ---------------------------------------------------------------- files
@@ -127,22 +128,28 @@ def check_comparable(a: dict, b: dict, rows_a: list[dict], rows_b: list[dict], d
         raise VlmtuneError(f"compare: expected both runs on the same test records, found {len(ids_a ^ ids_b)} ids in only one (e.g. {only})")
 
 
-def compare(dir_a: Path, dir_b: Path, out: Path, prices: Prices = Prices()) -> dict:
-    """Write comparison.json, comparison.md, comparison.html and the category chart into `out`."""
+def compare(dir_a: Path, dir_b: Path, out: Path, prices: Prices = Prices(), *, names: tuple[str, str] = NAMES,
+            prices_a: Prices | None = None) -> dict:
+    """Write comparison.json, comparison.md, comparison.html and the category chart into `out`.
+
+    `names` label the two runs (distillation compares teacher and student); `prices_a` prices run A on its own.
+    """
     (a, rows_a), (b, rows_b) = load_run(dir_a), load_run(dir_b)
     check_comparable(a, b, rows_a, rows_b, dir_a, dir_b)
-    series, key = chart_series(a, b)
+    series, key = chart_series(a, b, names)
     chart = Path(out) / f"{key}_by_category.png"
-    metric_bars(series, chart, f"{a['task']}: {key} by category, base vs fine-tuned (n={a['n']})")
+    metric_bars(series, chart, f"{a['task']}: {key} by category, {names[0]} vs {names[1]} (n={a['n']})")
     tables = {
-        "overall": (["metric (%)", *NAMES, "improvement (points)"], overall_table(a, b)),
-        "tokens": (["output tokens", *NAMES], token_table(a, b)),
-        "cost": (["cost", *NAMES], cost_table(a, b, prices)),
+        "overall": (["metric (%)", *names, "improvement (points)"], overall_table(a, b)),
+        "tokens": (["output tokens", *names], token_table(a, b)),
+        "cost": (["cost", *names], cost_table(a, b, prices, prices_a)),
     }
     if is_field_task(a):
-        tables = {"categories": (["category", "metric (%)", *NAMES, "improvement (points)"], category_table(a, b))} | tables
+        tables = {"categories": (["category", "metric (%)", *names, "improvement (points)"], category_table(a, b))} | tables
     result = {"base": str(dir_a), "fine_tuned": str(dir_b), "task": a["task"], "n": a["n"], "prices": asdict(prices),
-              "chart": chart.name, "tables": {k: {"header": h, "rows": r} for k, (h, r) in tables.items()}}
+              "names": list(names), "chart": chart.name, "tables": {k: {"header": h, "rows": r} for k, (h, r) in tables.items()}}
+    if prices_a is not None:
+        result["prices_base"] = asdict(prices_a)
     write_json(Path(out) / "comparison.json", result)
     write_text(Path(out) / "comparison.md", _markdown(result, tables))
     write_text(Path(out) / "comparison.html", _html(result, tables, chart))
@@ -153,20 +160,27 @@ TITLES = {"categories": "By category", "overall": "Overall", "tokens": "Token us
 
 
 def _markdown(result: dict, tables: dict) -> str:
-    p = result["prices"]
-    lines = [f"# vlmtune compare: {result['task']}, base vs fine-tuned", "",
-             f"Base: `{result['base']}`; fine-tuned: `{result['fine_tuned']}`; {result['n']} test records each.", ""]
+    p, (na, nb) = result["prices"], result["names"]
+    lines = [f"# vlmtune compare: {result['task']}, {na} vs {nb}", "",
+             f"{na.capitalize()}: `{result['base']}`; {nb}: `{result['fine_tuned']}`; {result['n']} test records each.", ""]
     for name, (header, rows) in tables.items():
         lines += [f"## {TITLES[name]}", "", md_table(header, rows), ""]
-    lines += [f"Prices: {p['input_per_1k']} per 1,000 input tokens, {p['output_per_1k']} per 1,000 output tokens, "
-              f"{p['gpu_hour']} per device-hour (device-seconds measured on the device each run used).", "",
-              f"![{result['chart']}]({result['chart']})", ""]
+    priced = f"Prices ({nb}): " if "prices_base" in result else "Prices: "
+    lines += [f"{priced}{_prices(p)} (device-seconds measured on the device each run used).", ""]
+    if "prices_base" in result:
+        lines += [f"Prices ({na}): {_prices(result['prices_base'])}.", ""]
+    lines += [f"![{result['chart']}]({result['chart']})", ""]
     return "\n".join(lines)
+
+
+def _prices(p: dict) -> str:
+    return f"{p['input_per_1k']} per 1,000 input tokens, {p['output_per_1k']} per 1,000 output tokens, {p['gpu_hour']} per device-hour"
 
 
 def _html(result: dict, tables: dict, chart: Path) -> str:
     img = base64.b64encode(chart.read_bytes()).decode()
-    parts = [f"<p>Base: <code>{html.escape(result['base'])}</code>; fine-tuned: <code>{html.escape(result['fine_tuned'])}</code>; n={result['n']}</p>"]
+    na, nb = (html.escape(n) for n in result["names"])
+    parts = [f"<p>{na.capitalize()}: <code>{html.escape(result['base'])}</code>; {nb}: <code>{html.escape(result['fine_tuned'])}</code>; n={result['n']}</p>"]
     parts += [f"<h2>{TITLES[name]}</h2>" + html_table(header, rows) for name, (header, rows) in tables.items()]
     parts.append(f'<img alt="{result["chart"]}" src="data:image/png;base64,{img}">')
     return page(f"vlmtune compare: {result['task']}", parts)

@@ -7,6 +7,7 @@
     engine.py       the model, its adapters and the batching worker thread that owns them
     auth.py         the API key: Bearer, or the access key id of an AWS SigV4 signature
     metrics.py      Prometheus counters and histograms
+    request_log.py  the opt-in invocation log (the managed service's shape; distillation reads it)
 
 This module holds what every part shares: the typed config and the one request-error type.
 """
@@ -52,6 +53,8 @@ class ServeOptions(BaseModel):
     max_batch: int = Field(16, ge=1, description="most requests decoded together in one batch")
     max_queue: int = Field(256, ge=1, description="most requests waiting; more are refused with 429")
     batch_wait_ms: float = Field(5.0, ge=0, description="how long the worker waits for more requests to batch")
+    invocation_log: Path | None = Field(None, description="append every Converse call (request with its requestMetadata, "
+                                        "response) to this JSONL file in the managed service's invocation-log shape; off by default")
 
 
 class ServeConfig(ServeOptions):

@@ -14,6 +14,7 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -26,6 +27,7 @@ from vlmtune.serving.auth import check_key
 from vlmtune.serving.engine import Engine, Job
 from vlmtune.serving.images import ImageLimits
 from vlmtune.serving.metrics import CONTENT_TYPE, Metrics
+from vlmtune.serving.request_log import RequestLog
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,15 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
     engine.metrics = metrics
     limits = ImageLimits(cfg.max_image_bytes, cfg.max_image_pixels, cfg.max_images, cfg.allow_local_images)
     started = int(time.time())
+    request_log = RequestLog(cfg.invocation_log) if cfg.invocation_log else None
 
     @asynccontextmanager
     async def lifespan(app):
         engine.start()
         yield
         engine.stop()
+        if request_log is not None:
+            request_log.close()
 
     app = FastAPI(title="vlmtune", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.metrics = engine, metrics
@@ -129,7 +134,11 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         body = await read_json(request, cfg.max_body_bytes)
         job = await asyncio.to_thread(converse_api.parse_converse_request, model_id, body, limits, cfg.max_tokens)
         gen = await run(job)
-        return converse_api.converse_response(gen, round((time.perf_counter() - start) * 1000))
+        response = converse_api.converse_response(gen, round((time.perf_counter() - start) * 1000))
+        request_id = str(uuid.uuid4())
+        if request_log is not None:
+            await asyncio.to_thread(request_log.converse, model_id, body, response, request_id)
+        return JSONResponse(response, headers={"x-amzn-RequestId": request_id})
 
     @app.post("/model/{model_id:path}/converse-stream")
     async def converse_stream(model_id: str, request: Request):

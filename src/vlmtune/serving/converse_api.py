@@ -8,9 +8,9 @@ header, which is what turns a 400 here into `ValidationException` in boto3.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from vlmtune.data.record import ImagePart, Message, Record, TextPart
 from vlmtune.models.generate import Generation, Sampling
@@ -68,10 +68,19 @@ class InferenceConfig(_Strict):
     stopSequences: list[str] = Field(default_factory=list, max_length=4)
 
 
+# The service's pattern for requestMetadata keys and values (bedrock-runtime RequestMetadataKeyString / ValueString).
+METADATA_KEY = r"^[a-zA-Z0-9\s:_@$#=/+,\-.]{1,256}$"
+METADATA_VALUE = r"^[a-zA-Z0-9\s:_@$#=/+,\-.]{0,256}$"
+MetadataKey = Annotated[str, StringConstraints(pattern=METADATA_KEY)]
+MetadataValue = Annotated[str, StringConstraints(pattern=METADATA_VALUE)]
+
+
 class ConverseRequest(_Strict):
     messages: list[ConverseMessage] = Field(min_length=1)
     system: list[SystemBlock] = Field(default_factory=list)
     inferenceConfig: InferenceConfig = Field(default_factory=InferenceConfig)
+    # Not used for generation: recorded with the call in the invocation log, where distillation filters on it.
+    requestMetadata: dict[MetadataKey, MetadataValue] | None = Field(None, min_length=1, max_length=16)
 
 
 def parse_converse_request(model_id: str, body: object, limits: ImageLimits, max_tokens_cap: int) -> Job:

@@ -11,7 +11,7 @@ from PIL import Image
 from vlmtune.data.images import load_record_images
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
-from vlmtune.models.encode import IGNORE_INDEX, encode_record
+from vlmtune.models.encode import IGNORE_INDEX, encode_pretraining, encode_record
 from vlmtune.progress import console, progress_bar
 
 
@@ -34,13 +34,17 @@ def cap_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
 
 
 def encode_dataset(processor, records: list[Record], images_root: Path, max_length: int, on_too_long: str,
-                   max_pixels: int, description: str) -> EncodedSet:
-    """Encode every record once; records longer than max_length are dropped (or stop the run)."""
+                   max_pixels: int, description: str, objective: str = "fine-tune") -> EncodedSet:
+    """Encode every record once; records longer than max_length are dropped (or stop the run).
+
+    `objective` "pretrain" encodes each record as a document (continued pre-training) instead of a chat.
+    """
     out = EncodedSet([])
+    encode = encode_pretraining if objective == "pretrain" else encode_record
     with progress_bar(description, total=len(records)) as advance:
         for r in records:
             images = [cap_pixels(img, max_pixels) for img in load_record_images(r, images_root)]
-            example = encode_record(processor, r, images)
+            example = encode(processor, r, images)
             n = len(example["input_ids"])
             if n > max_length:
                 # Cutting the tail would drop answer tokens or split an image's tokens; neither trains well.
@@ -49,7 +53,7 @@ def encode_dataset(processor, records: list[Record], images_root: Path, max_leng
                     raise VlmtuneError(f"{r.origin}: record is {n} tokens, expected at most max_length={max_length} (set on_too_long: drop to skip such records)")
                 out.dropped[reason] += 1
             elif not (example["labels"] != IGNORE_INDEX).any():
-                out.dropped["no assistant tokens to train"] += 1
+                out.dropped["no text tokens to train" if objective == "pretrain" else "no assistant tokens to train"] += 1
             else:
                 out.examples.append(example)
             advance()

@@ -76,8 +76,11 @@ class StepStats:
 
 @quiet_libraries()
 def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameters, out_dir: Path,
-             *, resume: bool = True) -> TrainResult:
-    """Fine-tune `model` on `train` (validating on `val`), writing everything into `out_dir`."""
+             *, resume: bool = True, objective: str = "fine-tune") -> TrainResult:
+    """Fine-tune `model` on `train` (validating on `val`), writing everything into `out_dir`.
+
+    `objective` "pretrain" is continued pre-training: records are documents, the loss is on their text tokens.
+    """
     # ------------------------------------------------------------------ setup
     torch.manual_seed(hp.seed)
     method = resolve_method(model, hp)
@@ -96,8 +99,8 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
     model = prepare_model(model, method, hp)
     trainable, total = count_parameters(model)
     limits = (hp.max_length, hp.on_too_long, hp.max_pixels)
-    train_set = encode_dataset(processor, train, images_root, *limits, "encoding train")
-    val_set = encode_dataset(processor, val, images_root, *limits, "encoding validation") if val else EncodedSet([])
+    train_set = encode_dataset(processor, train, images_root, *limits, "encoding train", objective)
+    val_set = encode_dataset(processor, val, images_root, *limits, "encoding validation", objective) if val else EncodedSet([])
     optimizer = build_optimizer(model, hp)
     steps_per_epoch = math.ceil(len(train_set) / hp.batch_size)
     total_steps = steps_per_epoch * hp.epochs

@@ -16,6 +16,7 @@ from pydantic_core import to_jsonable_python
 
 from vlmtune.config import TrainConfig
 from vlmtune.data.formats.bedrock import read_bedrock
+from vlmtune.data.formats.detect import read_records as read_any
 from vlmtune.data.images import with_absolute_images
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
@@ -34,12 +35,26 @@ FORMAT = 1  # of run_config.yaml; 0 (vlmtune 0.1) had no format_version and read
 RESUME_MAY_CHANGE = frozenset({"output", "overwrite", "device", "save_every_steps", "log_every_steps", "report_to"})
 
 
-def read_records(path: Path, images_root: Path | None) -> list[Record]:
-    """Read a data file and make its image paths absolute, so train and validation files can live apart."""
+def read_records(path: Path, images_root: Path | None, objective: str = "fine-tune") -> list[Record]:
+    """Read a data file and make its image paths absolute, so train and validation files can live apart.
+
+    Fine-tuning reads bedrock-conversation-2024; continued pre-training reads documents (see read_documents).
+    """
     root = Path(images_root or Path(path).parent).resolve()
-    records = [with_absolute_images(r, root) for r in read_bedrock(path)]
+    records = read_documents(path) if objective == "pretrain" else list(read_bedrock(path))
     if not records:
         raise VlmtuneError(f"{path}: expected at least one record, found an empty file")
+    return [with_absolute_images(r, root) for r in records]
+
+
+def read_documents(path: Path) -> list[Record]:
+    """Continued pre-training data: `{"input": text}` lines (optionally with "images"), or records of one assistant turn."""
+    _, records = read_any(path)
+    for r in records:
+        if r.system or [m.role for m in r.messages] != ["assistant"]:
+            roles = "system, " * bool(r.system) + ", ".join(m.role for m in r.messages)
+            raise VlmtuneError(f"{r.origin}: objective pretrain: expected a document ({{\"input\": text}} or one assistant turn), "
+                               f"found a conversation ({roles}); fine-tune on it, or convert it with `vlmtune data convert --to input`")
     return records
 
 
@@ -125,8 +140,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     state = PartialState(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
     with hold_output(cfg.output, state):
         resume = check_output(cfg)
-        train_records = read_records(cfg.train_data, cfg.images_root)
-        val_records = read_records(cfg.val_data, cfg.images_root) if cfg.val_data else []
+        train_records = read_records(cfg.train_data, cfg.images_root, cfg.objective)
+        val_records = read_records(cfg.val_data, cfg.images_root, cfg.objective) if cfg.val_data else []
         check_method_possible(cfg.method)  # before anything is loaded or written
         model, processor = load_model(cfg.model, cfg.device, load_in_4bit=cfg.method == "qlora")
         state.wait_for_everyone()  # every process has looked at the folder before the main one changes it
@@ -136,7 +151,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             write_text(cfg.output / RUN_CONFIG, yaml.safe_dump(_settings(cfg), sort_keys=False))
         state.wait_for_everyone()
         try:
-            return finetune(model, processor, train_records, val_records, Path("/"), cfg, cfg.output, resume=True)
+            return finetune(model, processor, train_records, val_records, Path("/"), cfg, cfg.output, resume=True,
+                            objective=cfg.objective)
         except BaseException:
             if state.is_main_process and not resume and not list_checkpoints(cfg.output):
                 shutil.rmtree(cfg.output, ignore_errors=True)  # a run that failed before its first checkpoint leaves nothing

@@ -3,7 +3,8 @@
 Claude:   {"system": "...", "messages": [{"role": "user", "content": "..."}, {"role": "assistant", ...}]}
 OpenAI:   {"messages": [{"role": "system", "content": "..."}, {"role": "user", "content": [
               {"type": "text", "text": "..."}, {"type": "image_url", "image_url": {"url": "data:...|path"}}]}]}
-Prompt:   {"prompt": "...", "completion": "..."}        Input: {"input": "..."} (continued pre-training)
+Prompt:   {"prompt": "...", "completion": "..."}
+Input:    {"input": "..."} (continued pre-training), with images: {"input": "...", "images": ["a.png", "s3://...", "data:..."]}
 """
 
 from __future__ import annotations
@@ -121,12 +122,23 @@ def dump_prompt_completion(record: Record) -> tuple[dict, list[str]]:
 
 def parse_input(obj: dict, origin: str, record_id: str = "") -> Record:
     # Continued pre-training trains on the whole text, which is what an assistant-only record means here.
-    return Record((Message("assistant", (TextPart(_string(obj, "input", origin)),)),), id=record_id, origin=origin)
+    # Images come before the text, as in a user turn; the loss never covers them.
+    text = _string(obj, "input", origin)
+    images = obj.get("images", [])
+    if not isinstance(images, list) or not all(isinstance(s, str) and s for s in images):
+        raise RecordError("schema", f"{origin}: field 'images': expected a list of image paths, s3:// or data: URIs, found {short(images)}")
+    parts = (*(ImagePart(s, image_format(s.split("?")[0])) for s in images), TextPart(text))
+    return Record((Message("assistant", parts),), id=record_id, origin=origin)
 
 
 def dump_input(record: Record) -> tuple[dict, list[str]]:
     lost = ["roles and turn boundaries"] if len(record.messages) > 1 else []
-    if record.images:
-        lost.append("images")
+    parts = [p for m in record.messages for p in m.content]
+    first_text = next((i for i, p in enumerate(parts) if isinstance(p, TextPart)), len(parts))
+    if any(isinstance(p, ImagePart) for p in parts[first_text:]):
+        lost.append("image positions (images go before the text)")
     text = "\n".join(filter(None, [record.system, *(m.text for m in record.messages)]))
-    return {"input": text}, lost
+    obj: dict = {"input": text}
+    if record.images:
+        obj["images"] = [p.source for p in record.images]
+    return obj, lost

@@ -29,7 +29,7 @@ FORMATS: dict[str, Format] = {
     "llava": Format("LLaVA conversations", llava.parse_llava, llava.dump_llava, True),
     "sharegpt": Format("ShareGPT conversations", llava.parse_sharegpt, llava.dump_sharegpt, True),
     "prompt-completion": Format("prompt/completion text", chat.parse_prompt_completion, chat.dump_prompt_completion, False),
-    "input": Format("continued pre-training text", chat.parse_input, chat.dump_input, False),
+    "input": Format("continued pre-training text (images optional)", chat.parse_input, chat.dump_input, True),
 }
 ALIASES = {"bedrock-conversation-2024": "bedrock", "claude-haiku": "claude", "text": "prompt-completion"}
 FORMAT_CHOICES = ("auto", *FORMATS, *ALIASES)
