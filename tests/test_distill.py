@@ -120,6 +120,37 @@ def test_golden_answers_train_filter_or_ignore(tmp_path, stub):
     assert len(labelled) == trainable - wrong and disagree(labelled) == 0
 
 
+def test_yaml_config_in_the_services_names_with_samples_and_given_splits(tmp_path, stub):
+    """What a service job hands over: the service's field names and string hyperparameters, its own validation set."""
+    train = write_prompts(tmp_path / "train", 10, seed=8)
+    val = write_prompts(tmp_path / "val", 3, seed=9)
+    test = write_prompts(tmp_path / "test", 4, seed=10, answered=True)
+    config = tmp_path / "distill.yaml"
+    config.write_text(f"""
+prompts: {train}
+validation_data: {val}
+test_data: {test}
+out: {tmp_path / "out"}
+teacherModelIdentifier: stub
+teacher_base_url: {stub.url}/v1
+maxResponseLengthForInference: 16
+samples_per_prompt: 2
+teacher_temperature: 0.5
+epochCount: "1"
+batchSize: "8"
+learningRate: "0.002"
+task: chartqa
+""")
+    _distill(str(config))
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    # Two samples of every training and validation prompt, one of every held-out prompt; the stub's samples agree,
+    # so each prompt trains once.
+    assert stub.total == report["teacher_calls"]["calls"] == 2 * (10 + 3) + 4
+    assert report["data"]["splits"] == {"train": 10, "validation": 3, "test": 4} and report["data"]["labelled"] == {"train": 10, "validation": 3}
+    assert report["held_out"]["reference"] == "the golden answers of the held-out prompts"
+    assert report["student"]["steps"] == 2
+
+
 def test_answer_schema_filter(tmp_path, stub):
     schema = tmp_path / "colour.json"
     schema.write_text(json.dumps({"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]}))

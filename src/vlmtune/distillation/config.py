@@ -49,7 +49,9 @@ class DistillConfig(Hyperparameters):
     test_data: Path | None = Field(None, description="held-out prompts (with golden answers, or the teacher's become the reference); "
                                    "default: test_fraction of the prompts")
     test_fraction: float = Field(0.1, ge=0, lt=1, description="share of the prompts held out for the report when there is no test_data")
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the prompts kept for the student's validation loss")
+    val_data: Path | None = Field(None, validation_alias=_alias("val_data", "validation_data"),
+                                  description="prompts for the student's validation loss, labelled like the training ones; default: val_fraction of the prompts")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the prompts kept for the student's validation loss when there is no val_data")
     # ---------------------------------------------------------------- the teacher
     teacher_api: Literal["openai", "converse", "local"] = Field(
         "openai", description="openai: an OpenAI-compatible endpoint; converse: the Converse API through boto3; local: a model in this process")
@@ -108,6 +110,6 @@ class DistillConfig(Hyperparameters):
         if self.samples_per_prompt > 1 and self.teacher_temperature == 0:
             raise ValueError(f"option 'samples_per_prompt': {self.samples_per_prompt} samples of a greedy teacher are one answer; "
                              "expected teacher_temperature > 0, found 0")
-        if self.val_fraction + (0 if self.test_data else self.test_fraction) >= 1:
+        if (0 if self.val_data else self.val_fraction) + (0 if self.test_data else self.test_fraction) >= 1:
             raise ValueError("options 'val_fraction' and 'test_fraction': expected them to leave prompts to train on, found they sum to 1 or more")
         return self

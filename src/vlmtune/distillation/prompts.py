@@ -61,12 +61,13 @@ def _check_prompt(record: Record) -> None:
 
 
 def split_prompts(prompts: Prompts, cfg: DistillConfig) -> dict[str, list[Record]]:
-    """train / validation / test, records sharing an image kept together; test_data, when given, is the test split."""
+    """train / validation / test, records sharing an image kept together; val_data and test_data, when given, are those splits."""
+    val_fraction = 0.0 if cfg.val_data else cfg.val_fraction
     test_fraction = 0.0 if cfg.test_data else cfg.test_fraction
-    fractions = (1 - cfg.val_fraction - test_fraction, cfg.val_fraction, test_fraction)
-    splits = split_records(prompts.records, Path("/"), fractions, seed=cfg.seed)
-    if cfg.test_data:
-        splits["test"] = read_prompt_file(cfg.test_data, cfg.images_root)
+    splits = split_records(prompts.records, Path("/"), (1 - val_fraction - test_fraction, val_fraction, test_fraction), seed=cfg.seed)
+    for name, path in (("validation", cfg.val_data), ("test", cfg.test_data)):
+        if path is not None:
+            splits[name] = read_prompt_file(path, cfg.images_root)
     if not splits["train"]:
         raise VlmtuneError(f"{prompts.source}: expected prompts to train on, found none left after the validation and test splits")
     if not splits["test"]:

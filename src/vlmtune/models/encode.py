@@ -127,7 +127,8 @@ def encode_pretraining(processor, record: Record, images: list[Image.Image]) -> 
     tok = processor.tokenizer
     parts = [p for m in record.messages for p in m.content]
     paligemma = isinstance(processor, PaliGemmaProcessor)
-    if paligemma and any(isinstance(p, ImagePart) for p in parts[next((i for i, p in enumerate(parts) if not isinstance(p, ImagePart)), len(parts)):]):
+    first_text = next((i for i, p in enumerate(parts) if not isinstance(p, ImagePart)), len(parts))
+    if paligemma and any(isinstance(p, ImagePart) for p in parts[first_text:]):
         raise VlmtuneError(f"{record.origin}: PaliGemma takes images only before the text")
     if len(images) != len(record.images):
         raise VlmtuneError(f"{record.origin}: {len(images)} images given for {len(record.images)} image parts")

@@ -8,10 +8,13 @@ can at most tear the last line, which the reader skips.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 
 from vlmtune.data.formats.invocation_log import log_entry
+
+log = logging.getLogger(__name__)
 
 
 class RequestLog:
@@ -26,8 +29,11 @@ class RequestLog:
         entry = log_entry(model_id, request, response, metadata=request.get("requestMetadata"), request_id=request_id)
         line = json.dumps(entry, ensure_ascii=False) + "\n"
         with self._lock:
-            self._file.write(line)
-            self._file.flush()
+            try:
+                self._file.write(line)
+                self._file.flush()
+            except OSError as e:  # a full disk must not fail the call the client is waiting for
+                log.warning("invocation log %s: could not write a line (%s); the call was answered", self.path, e.strerror or e)
 
     def close(self) -> None:
         with self._lock:
