@@ -90,6 +90,7 @@ def test_distill_reruns_with_zero_teacher_calls(tmp_path, stub, monkeypatch):
     assert stub.total == 18 and "teacher calls: 0 made, 16 cached, 0 failed" in printed
 
 
+@pytest.mark.slow  # three distillations, about 20 s
 def test_golden_answers_train_filter_or_ignore(tmp_path, stub):
     prompts = write_prompts(tmp_path / "data", 24, seed=4, answered=True)
     golden = {Path(r.images[0].source).name: r.answer for r in read_bedrock(prompts)}
