@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,11 +57,17 @@ class TrainResult:
     seconds: float = 0.0
     stopped_early: bool = False
     dropped: dict = field(default_factory=dict)
+    # The caller asked the run to stop (should_stop): it checkpointed and returned unfinished; re-running resumes.
+    interrupted: bool = False
 
 
 def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameters, out_dir: Path,
-             *, resume: bool = True) -> TrainResult:
-    """Fine-tune `model` on `train` (validating on `val`), writing everything into `out_dir`."""
+             *, resume: bool = True, should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Fine-tune `model` on `train` (validating on `val`), writing everything into `out_dir`.
+
+    `should_stop` is asked after every optimizer step; when it says yes the run checkpoints and returns
+    unfinished (`interrupted`), so the same run resumes later from exactly there.
+    """
     # ------------------------------------------------------------------ setup
     torch.manual_seed(hp.seed)
     method = resolve_method(model, hp)
@@ -102,9 +109,10 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
 
     # ------------------------------------------------------------------ train
     started = time.perf_counter()
+    interrupted = False
     with progress_bar(f"fine-tuning ({method})", total=total_steps) as advance:
         advance(step)
-        while step < total_steps and not stopped_early:
+        while step < total_steps and not stopped_early and not interrupted:
             epoch, index = divmod(step, steps_per_epoch)
             order = _epoch_order(len(train_set), hp.seed, epoch)
             batch = [train_set.examples[i] for i in order[index * hp.batch_size : (index + 1) * hp.batch_size]]
@@ -125,12 +133,17 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
             if hp.generate_eval_task and val and (epoch_end or _due(step, hp.generate_eval_every_steps or hp.eval_every_steps)):
                 gen_log.log({"step_number": step, "epoch_number": epoch + 1} | generation_metrics(acc.unwrap_model(model), processor, val, images_root, hp))
             # Checkpoint at every validation too, so the best weights never come from after the last checkpoint.
-            if epoch_end or validated or _due(step, hp.save_every_steps):
+            interrupted = should_stop is not None and should_stop() and step < total_steps and not stopped_early
+            if epoch_end or validated or interrupted or _due(step, hp.save_every_steps):
                 if acc.is_main_process:
                     ckpt.save_checkpoint(out_dir, step, acc.unwrap_model(model), optimizer, scheduler, {"early_stopping": early.state_dict()})
                 acc.wait_for_everyone()
     for log in (train_log, val_log, gen_log):
         log.close()
+    if interrupted:
+        console.print(f"stopped at step {step} of {total_steps}; checkpoint saved, re-run to resume")
+        return TrainResult(acc.unwrap_model(model, keep_fp32_wrapper=False), method, trainable, total, train_log.rows, val_log.rows,
+                           time.perf_counter() - started, False, dict(train_set.dropped), interrupted=True)
 
     # ------------------------------------------------------------------ save
     # Without the autocast wrapper that prepare() put on forward: callers get a plain model back.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -65,8 +66,11 @@ def _comparable(cfg: TrainConfig) -> dict:
     return {k: v for k, v in cfg.model_dump(mode="json").items() if k != "overwrite"}
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Run `vlmtune train` end to end; re-running the same command after a crash resumes."""
+def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Run `vlmtune train` end to end; re-running the same command after a crash resumes.
+
+    `should_stop` (asked after every step) ends the run early with a checkpoint, resumable like a crash.
+    """
     resume = check_output(cfg)
     train_records = read_records(cfg.train_data, cfg.images_root)
     val_records = read_records(cfg.val_data, cfg.images_root) if cfg.val_data else []
@@ -76,7 +80,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         shutil.rmtree(cfg.output, ignore_errors=True)
     write_text(cfg.output / RUN_CONFIG, yaml.safe_dump(_comparable(cfg), sort_keys=False))
     try:
-        return finetune(model, processor, train_records, val_records, Path("/"), cfg, cfg.output, resume=True)
+        return finetune(model, processor, train_records, val_records, Path("/"), cfg, cfg.output, resume=True, should_stop=should_stop)
     except BaseException:
         if not resume and not list_checkpoints(cfg.output):
             shutil.rmtree(cfg.output, ignore_errors=True)  # a run that failed before its first checkpoint leaves nothing
