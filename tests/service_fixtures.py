@@ -130,3 +130,39 @@ def upload_dataset(endpoint: str, folder: Path, bucket: str, prefix: str) -> Non
     for path in folder.rglob("*"):
         if path.is_file():
             client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
+
+
+@contextmanager
+def service_process(home: Path, log: Path, *args: str) -> Iterator:
+    """`vlmtune service` as its own process (so a test can kill -9 it); yields (process, url) once it answers."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, VLMTUNE_API_KEY=API_KEY, HF_HUB_OFFLINE="1")
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "vlmtune.cli", "service", "--home", str(home), "--port", "0", *args],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        url = wait_for(lambda: _announced(home, proc), timeout=240, every=0.5, what="the service announcing itself")
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=120)
+
+
+def _announced(home: Path, proc) -> str | None:
+    """The URL the service process wrote into its home, once it is this process's and /health answers."""
+    import json
+    import urllib.request
+
+    if proc.poll() is not None:
+        raise AssertionError(f"the service exited with code {proc.returncode}")
+    try:
+        state = json.loads((home / "service.json").read_text())
+        if state["pid"] != proc.pid:
+            return None
+        with urllib.request.urlopen(state["url"] + "/health", timeout=5):
+            return state["url"]
+    except (OSError, ValueError, KeyError):
+        return None

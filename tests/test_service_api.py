@@ -154,3 +154,36 @@ def test_runtime_and_control_plane_share_the_port_and_the_key(service):
         runtime(service.url).converse(modelId="not-deployed", messages=[{"role": "user", "content": [{"text": "hi"}]}])
     assert code(e.value) == "ResourceNotFoundException" and "serves nothing yet" in e.value.response["Error"]["Message"]
     assert bedrock(service.url, API_KEY).list_custom_models()["modelSummaries"] == []
+
+
+def test_client_commands_create_stop_and_show_a_job(service, data):
+    from click.testing import CliRunner
+
+    from vlmtune.cli import main
+
+    runner = CliRunner()
+    args = ["--endpoint", service.url, "--api-key", API_KEY]
+    created = runner.invoke(main, ["jobs", "create", "--name", "cli-job", "--training-data", data[0], "--output", data[1],
+                                   "-p", "epochCount=2", "-p", "learningRate=0.0002", *args])
+    assert created.exit_code == 0, created.output
+    assert created.output.startswith("arn:aws:bedrock:us-east-1:000000000000:model-customization-job/vlmtune.tiny/")
+    assert runner.invoke(main, ["jobs", "stop", "cli-job", *args]).output == "stopping cli-job\n"
+    shown = runner.invoke(main, ["jobs", "get", "cli-job", *args]).output
+    assert "status: Stopped" in shown and '"epochCount": "2"' in shown and "custom model: cli-job-model" in shown
+    bad = runner.invoke(main, ["jobs", "create", "--name", "cli-bad", "--training-data", data[0], "--output", data[1], "-p", "epochCount=0", *args])
+    assert bad.exit_code == 1 and "ValidationException: hyperParameters: option 'epochCount'" in bad.output and "Traceback" not in bad.output
+    typo = runner.invoke(main, ["jobs", "create", "--name", "x", "--training-data", data[0], "--output", data[1], "-p", "epochCount", *args])
+    assert typo.exit_code == 2 and "expected KEY=VALUE" in typo.output
+    denied = runner.invoke(main, ["models", "list", "--endpoint", service.url, "--api-key", "wrong"])
+    assert denied.exit_code == 1 and "AccessDeniedException: invalid API key" in denied.output
+
+
+def test_the_service_command_refuses_bad_options_in_one_line():
+    from click.testing import CliRunner
+
+    from vlmtune.cli import main
+
+    result = CliRunner().invoke(main, ["service", "--port", "http"])
+    assert result.exit_code == 1 and "port" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["service", "--on-restart", "maybe"])
+    assert result.exit_code == 2 and "maybe" in result.output

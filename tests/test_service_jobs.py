@@ -186,11 +186,33 @@ def test_an_exported_folder_imports_deploys_and_answers(service, client, trained
     wait_for(lambda: client.get_custom_model_deployment(customModelDeploymentIdentifier=dep)["status"] == "Active", timeout=120)
     rt = runtime(service.url)
     assert ask(rt, "imported")["output"] == ask(rt, "charts")["output"]  # the export is the same weights
+    _update(client, "charts", model["modelArn"])
+    assert ask(rt, "charts")["output"] == ask(rt, "imported")["output"]
+    with pytest.raises(client.exceptions.ConflictException, match=r"is deployed \((charts, imported|imported, charts)\)"):
+        client.delete_imported_model(modelIdentifier="charts-imported")
+    _update(client, "charts", trained["outputModelArn"])
     client.delete_custom_model_deployment(customModelDeploymentIdentifier=dep)
     with pytest.raises(rt.exceptions.ResourceNotFoundException):
         ask(rt, "imported")
     client.delete_imported_model(modelIdentifier="charts-imported")
     assert client.list_imported_models()["modelSummaries"] == []
+
+
+def _update(client, deployment: str, model_arn: str) -> None:
+    """UpdateCustomModelDeployment, then wait for the swap: the deployment answers from `model_arn`."""
+    client.update_custom_model_deployment(customModelDeploymentIdentifier=deployment, modelArn=model_arn)
+    found = wait_for(lambda: (d := client.get_custom_model_deployment(customModelDeploymentIdentifier=deployment))["updateDetails"]
+                     ["updateStatus"] != "Updating" and d, timeout=120, what="the update")
+    assert found["updateDetails"] == {"modelArn": model_arn, "updateStatus": "UpdateCompleted"} and found["modelArn"] == model_arn
+
+
+def test_create_custom_model_registers_a_model_folder(client, service, trained, tmp_path):
+    run = service.service.home / "jobs" / trained["jobArn"].rsplit("/", 1)[1] / "run" / "model"
+    arn = client.create_custom_model(modelName="charts-copy", modelSourceConfig={"s3DataSource": {"s3Uri": f"file://{run}"}})["modelArn"]
+    model = wait_for(lambda: (m := client.get_custom_model(modelIdentifier=arn))["modelStatus"] != "Creating" and m, timeout=60)
+    assert model["modelStatus"] == "Active" and model["customizationType"] == "IMPORTED" and model["modelName"] == "charts-copy"
+    client.delete_custom_model(modelIdentifier="charts-copy")
+    assert [m["modelName"] for m in client.list_custom_models()["modelSummaries"]] == ["charts-ft-model"]
 
 
 def test_an_incomplete_folder_fails_import_naming_what_is_missing(client, tmp_path):

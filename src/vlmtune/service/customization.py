@@ -223,9 +223,7 @@ def waiting(svc) -> list[dict]:
                            "(SELECT job_arn FROM worker_runs WHERE ended_at IS NULL) ORDER BY creation_time, id")
 
 
-def fail_after_restart(svc, row: dict) -> None:
-    """on_restart=fail: a job whose worker died with the service ends Failed with that reason."""
+def fail(svc, row: dict, message: str) -> None:
+    """End a job Failed with `message` (its worker could not start, or died with the service)."""
     now = n.now()
-    svc.store.update(TABLE, "id", row["id"], {"status": "Failed", "end_time": now, "last_modified_time": now,
-                                              "failure_message": "the service stopped while the job ran, and it is set not to resume "
-                                                                 "jobs on restart (--on-restart fail)"})
+    svc.store.update(TABLE, "id", row["id"], {"status": "Failed", "failure_message": message[:2048], "end_time": now, "last_modified_time": now})

@@ -159,8 +159,9 @@ def create_custom_model(svc, body: dict) -> dict:
     with store.transaction():
         if row := repeated(store, "custom_models", req.clientRequestToken, digest):
             return {"modelArn": row["arn"]}
-        if n.find(store, "custom_models", req.modelName):
-            raise ConflictError(f"a custom model named {req.modelName!r} already exists")
+        if n.find(store, "custom_models", req.modelName) or store.one(
+                "SELECT id FROM customization_jobs WHERE custom_model_name = ? AND status IN ('InProgress', 'Stopping')", (req.modelName,)):
+            raise ConflictError(f"customModelName {req.modelName!r} is taken by a custom model or a job in progress")
         model_id, uri = n.new_id(), req.modelSourceConfig.s3DataSource.s3Uri
         arn = svc.arns.custom_model("imported", model_id)
         store.insert("custom_models", {"id": model_id, "arn": arn, "name": req.modelName, "client_token": req.clientRequestToken,

@@ -126,7 +126,7 @@ def waiting(svc) -> list[dict]:
     return [r | {"creation_time": r["submit_time"]} for r in rows]
 
 
-def fail_after_restart(svc, row: dict) -> None:
+def fail(svc, row: dict, message: str) -> None:
+    """End a job Failed with `message` (its worker could not start, or died with the service)."""
     now = n.now()
-    svc.store.update(TABLE, "id", row["id"], {"status": "Failed", "end_time": now, "last_modified_time": now,
-                                              "message": "the service stopped while the job ran (--on-restart fail)"})
+    svc.store.update(TABLE, "id", row["id"], {"status": "Failed", "message": message[:2048], "end_time": now, "last_modified_time": now})

@@ -25,7 +25,7 @@ from vlmtune.service.store import loads
 
 log = logging.getLogger(__name__)
 
-# Each kind of job the runner runs: the module with its waiting / spec / apply_progress / finish / fail_after_restart.
+# Each kind of job the runner runs: the module with its TABLE, waiting, spec, apply_progress, finish and fail.
 KINDS = {"customization": customization, "invocation": invocations}
 TICK = 0.5
 
@@ -104,7 +104,11 @@ class Runner:
             self._enforce_stop(run, row, folder, handle)
             return
         self._close(run, ended)
-        kind.finish(self.svc, self._job(run), progress, ended.reason)
+        try:
+            kind.finish(self.svc, self._job(run), progress, ended.reason)
+        except Exception as e:  # noqa: BLE001 - a job must never stay InProgress with no worker
+            log.exception("finishing %s failed", run["job_arn"])
+            kind.fail(self.svc, self._job(run), f"the service could not record the job's end ({type(e).__name__}: {e})")
 
     def _enforce_stop(self, run: dict, row: dict, folder: Path, handle: dict) -> None:
         if row["status"] != "Stopping":
@@ -131,19 +135,25 @@ class Runner:
             self._launch(kind, row, slot)
 
     def _launch(self, kind: str, row: dict, slot: int) -> None:
+        module, store = KINDS[kind], self.svc.store
         folder = self.svc.home / "jobs" / row["id"]
         folder.mkdir(parents=True, exist_ok=True)
         (folder / STOP).unlink(missing_ok=True)  # a suspend request from the last shutdown is done with
-        write_json(folder / SPEC, KINDS[kind].spec(self.svc, row))
-        attempt = self.svc.store.one("SELECT count(*) AS k FROM worker_runs WHERE job_arn = ?", (row["arn"],))["k"] + 1
-        _note(folder, f"starting attempt {attempt} ({self.executor.name} executor, slot {slot})")
-        try:
-            handle = self.executor.launch(folder, slot)
-        except OSError as e:
-            KINDS[kind].finish(self.svc, row, {"outcome": "Failed", "failureMessage": f"could not start the job's worker: {e}"}, None)
-            return
-        self.svc.store.insert("worker_runs", {"job_arn": row["arn"], "kind": kind, "executor": self.executor.name, "handle": handle,
-                                              "folder": str(folder), "started_at": n.now()})
+        write_json(folder / SPEC, module.spec(self.svc, row))
+        # Launch and record the run in one transaction: a stop request lands either before (the job is then not
+        # waiting any more, and never starts) or after (it sees the run and stops the worker).
+        with store.transaction():
+            if row["arn"] not in {r["arn"] for r in module.waiting(self.svc)}:
+                return
+            attempt = store.one("SELECT count(*) AS k FROM worker_runs WHERE job_arn = ?", (row["arn"],))["k"] + 1
+            _note(folder, f"starting attempt {attempt} ({self.executor.name} executor, slot {slot})")
+            try:
+                handle = self.executor.launch(folder, slot)
+            except OSError as e:
+                module.fail(self.svc, row, f"could not start the job's worker: {e}")
+                return
+            store.insert("worker_runs", {"job_arn": row["arn"], "kind": kind, "executor": self.executor.name, "handle": handle,
+                                         "folder": str(folder), "started_at": n.now()})
 
     # ---- after a service restart -------------------------------------------------------------
     def recover(self) -> None:
@@ -161,7 +171,8 @@ class Runner:
             if (progress or {}).get("outcome") not in (None, "Suspended") or row["status"] == "Stopping":
                 kind.finish(self.svc, row, progress, "was gone after the service restarted")
             elif self.svc.cfg.on_restart == "fail":
-                kind.fail_after_restart(self.svc, row)
+                kind.fail(self.svc, row, "the service stopped while the job ran, and it is set not to resume jobs on restart "
+                                         "(--on-restart fail)")
             else:
                 _note(folder, "the service restarted while this job ran; resuming it from its last checkpoint")
 
