@@ -128,3 +128,27 @@ def test_with_on_restart_fail_a_job_cut_off_by_the_service_dying_ends_failed(tmp
         job = bedrock(url).get_model_customization_job(jobIdentifier=arn)
     assert job["status"] == "Failed"
     assert job["failureMessage"].startswith("the service stopped while the job ran, and it is set not to resume jobs on restart")
+
+
+def test_stopping_the_service_suspends_running_jobs_and_a_restart_resumes_them(tmp_path, data):
+    from vlmtune.service.store import Store
+
+    train, out, val = data
+    home, log = tmp_path / "home", tmp_path / "service.log"
+    with service_process(home, log) as (proc, url):
+        arn = bedrock(url).create_model_customization_job(**job_request("suspended", train, out, val, epochCount="3", batchSize="2"))["jobArn"]
+        _training(bedrock(url), arn)
+        proc.terminate()  # SIGTERM, as a service manager stops it: a graceful shutdown, then the signal's own exit
+        assert proc.wait(timeout=180) in (0, -signal.SIGTERM)
+    folder = _job_folder(home, arn)
+    assert json.loads((folder / "progress.json").read_text())["outcome"] == "Suspended"
+    steps = len(read_csv(folder / "run" / TRAIN_CSV))
+    assert 0 < steps < 36 and (folder / "run" / "checkpoints" / f"step-{steps:08d}").is_dir()
+    store = Store.open(home)
+    assert store.one("SELECT status FROM customization_jobs WHERE arn = ?", (arn,))["status"] == "InProgress"
+    store.close()
+    with service_process(home, log) as (proc, url):
+        assert job_status(bedrock(url), arn)["status"] == "Completed"
+    text = " ".join((folder / "worker.log").read_text().split())  # rich wraps long lines
+    assert "starting attempt 2" in text and f"resuming from {folder / 'run' / 'checkpoints' / f'step-{steps:08d}'} (step {steps} of 36)" in text
+    assert [r["step_number"] for r in read_csv(folder / "run" / TRAIN_CSV)] == list(range(1, 37))

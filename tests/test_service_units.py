@@ -185,3 +185,34 @@ def test_errors_carry_the_code_botocore_reads():
     response = ConflictError("busy").response()
     assert response.status_code == 400 and response.headers["x-amzn-ErrorType"] == "ConflictException"
     assert issubclass(ConflictError, ServiceError) and response.body == b'{"message":"busy"}'
+
+
+# ---------------------------------------------------------------------------------------- staging and validation
+def test_staging_copies_line_for_line_with_image_paths_made_absolute(tmp_path):
+    import json
+
+    from train_fixtures import write_chart_data
+    from vlmtune.service.staging import stage_dataset
+
+    train, _ = write_chart_data(tmp_path / "data", n_train=3, n_val=1)
+    lines = train.read_text().splitlines()
+    lines.insert(1, "{not json")
+    train.write_text("\n".join(lines) + "\n")
+    staged = stage_dataset(str(train), tmp_path / "job" / "train.jsonl").read_text().splitlines()
+    assert len(staged) == len(lines) and staged[1] == "{not json"
+    uri = json.loads(staged[0])["messages"][0]["content"][0]["image"]["source"]["s3Location"]["uri"]
+    assert uri.startswith(str(tmp_path / "data" / "images")) and (tmp_path / "data" / "images").joinpath(uri.rsplit("/", 1)[1]).is_file()
+    train.write_text("changed since\n")  # a resumed job trains on the copy it made, not on the changed file
+    assert stage_dataset(str(train), tmp_path / "job" / "train.jsonl").read_text().splitlines() == staged
+
+
+def test_validation_checks_the_data_for_the_jobs_target(tmp_path):
+    from train_fixtures import write_chart_data
+    from vlmtune.service.staging import stage_dataset, validate_datasets
+
+    train, _ = write_chart_data(tmp_path / "data", n_train=3, n_val=1)
+    staged = stage_dataset(str(train), tmp_path / "job" / "train.jsonl")
+    assert validate_datasets([("s3://b/train.jsonl", staged)], tmp_path / "report.txt") is None
+    failure = validate_datasets([("s3://b/train.jsonl", staged)], tmp_path / "report.txt", "nova-lite")
+    assert failure.startswith("validation failed with 1 error(s): s3://b/train.jsonl:0: error: too-few-records: expected at least 8")
+    assert failure.endswith("; full report: {report}") and "too-few-records" in (tmp_path / "report.txt").read_text()

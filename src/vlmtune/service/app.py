@@ -8,6 +8,7 @@ registry the deployments fill; the control-plane routes are added beside them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -48,6 +49,7 @@ class Service:
         self.app = create_app(serve_cfg, registry=self.registry)
         self.app.state.service = self
         routes.install(self.app, self)
+        self._closed = False
 
     def start(self) -> None:
         """Recover what a previous process left (jobs, imports, deployments), then start running jobs."""
@@ -56,7 +58,10 @@ class Service:
         self.deployments.recover()
 
     def close(self, timeout: float | None = None) -> None:
-        """Running jobs checkpoint and will resume on the next start; then the database is closed."""
+        """Running jobs checkpoint and will resume on the next start; then the database is closed. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self.runner.close(timeout)
         (self.home / STATE_FILE).unlink(missing_ok=True)
         self.store.close()
@@ -86,13 +91,29 @@ def serve_forever(service: Service, ready: Callable[[str], None] = lambda url: N
     ready(url)
     service.start()
     service.announce(url)
-    server = uvicorn.Server(uvicorn.Config(service.app, log_level="info", timeout_graceful_shutdown=5))
+    server = _ClosingServer(uvicorn.Config(service.app, log_level="info", timeout_graceful_shutdown=5), service)
     try:
         server.run(sockets=[sock])
     finally:
         service.close()
         sock.close()
     return url
+
+
+class _ClosingServer(uvicorn.Server):
+    """uvicorn that closes the service as the last step of its graceful shutdown.
+
+    After shutting down on SIGTERM, uvicorn raises the signal again so the process ends the way a signal ends
+    it; code after `run()` would never run, and jobs would not be suspended with a checkpoint.
+    """
+
+    def __init__(self, config: uvicorn.Config, service: Service):
+        super().__init__(config)
+        self.service = service
+
+    async def shutdown(self, sockets=None) -> None:
+        await super().shutdown(sockets)
+        await asyncio.to_thread(self.service.close)
 
 
 class ServiceServer:

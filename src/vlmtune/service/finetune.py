@@ -39,25 +39,26 @@ def train_and_upload(spec: dict, folder: Path, progress: Progress, flag, phase: 
 
 def _step_hook(folder: Path, progress: Progress, flag, phase: list[str]) -> Callable[[], bool]:
     """Called after every optimizer step: the first one ends data processing; each logs a line; stop?"""
-    steps = [0]
+    started = [False]
 
     def after_step() -> bool:
-        if steps[0] == 0:
+        if not started[0]:
             progress.phase("dataProcessing", "Completed")
             progress.phase("training", "InProgress")
-            phase[0] = "training"
-        steps[0] += 1
-        print(f"step {steps[0]} done: {_last_line(folder / RUN / TRAIN_CSV)}", flush=True)
+            phase[0], started[0] = "training", True
+        print(_step_line(folder / RUN / TRAIN_CSV), flush=True)
         return flag.action() is not None
 
     return after_step
 
 
-def _last_line(path: Path) -> str:
+def _step_line(path: Path) -> str:
+    """`step 5 (epoch 1): training loss 5.1484` from the row the recipe has just logged."""
     try:
-        return path.read_text(encoding="utf-8").strip().splitlines()[-1]
-    except (OSError, IndexError):
-        return ""
+        step, epoch, loss, _ = path.read_text(encoding="utf-8").strip().splitlines()[-1].split(",")
+        return f"step {step} (epoch {epoch}): training loss {float(loss):.4f}"
+    except (OSError, IndexError, ValueError):
+        return "step done"
 
 
 def base_model(base: dict, folder: Path) -> str:

@@ -59,14 +59,14 @@ def _s3_location(block: object) -> dict | None:
     return location if isinstance(location, dict) else None
 
 
-def validate_datasets(files: list[tuple[str, Path]], report: Path) -> str | None:
-    """Run the validator on each (original URI, staged copy); the failure message, or None when valid.
+def validate_datasets(files: list[tuple[str, Path]], report: Path, target: str = "generic") -> str | None:
+    """Run the validator (for `target`'s limits) on each (original URI, staged copy); the failure message, or None.
 
     The full report (errors and warnings, every line) is written to `report` either way.
     """
     lines, errors = [], []
     for uri, path in files:
-        for problem in validate_file(path, "bedrock"):
+        for problem in validate_file(path, "bedrock", target):
             text = problem.format(uri)
             lines.append(text)
             if problem.severity == "error":

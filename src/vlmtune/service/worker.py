@@ -79,7 +79,7 @@ def run_customization(spec: dict, folder: Path, progress: Progress, flag: StopFl
     staged = [(spec["trainingData"], stage_dataset(spec["trainingData"], folder / "data" / "train.jsonl"))]
     if spec.get("validationData"):
         staged.append((spec["validationData"], stage_dataset(spec["validationData"], folder / "data" / "validation.jsonl")))
-    failure = validate_datasets(staged, artifacts / REPORT)
+    failure = validate_datasets(staged, artifacts / REPORT, spec["hyperParameters"].get("target", "generic"))
     if failure:
         locations.upload_folder(artifacts, output)
         progress.finish("Failed", failure.replace("{report}", locations.join(output, REPORT)), phase="validation")
