@@ -150,6 +150,7 @@ def test_local_paths_and_file_uris_are_locations_too():
         assert parse(CreateCustomizationJob, JOB | {"trainingDataConfig": {"s3Uri": uri}})
     assert locations.local_path("file:///data/a%20b.jsonl").as_posix() == "/data/a b.jsonl"
     assert locations.join("s3://b/out/", "x", "y") == "s3://b/out/x/y"
+    assert locations.join("s3://b/charts/splits", "..", "images", "a.png") == "s3://b/charts/images/a.png"
 
 
 @pytest.mark.parametrize("hyper, message", [

@@ -7,6 +7,7 @@ apply. Relative paths are refused: the service's working folder means nothing to
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shutil
 from pathlib import Path
@@ -50,9 +51,11 @@ def local_path(uri: str) -> Path:
 
 
 def join(uri: str, *parts: str) -> str:
-    """A location below `uri`."""
+    """A location below `uri`; `..` parts are resolved for S3 as a file system would (S3 keys have no `..`)."""
     if is_s3(uri):
-        return "/".join([uri.rstrip("/"), *parts])
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        joined = posixpath.normpath("/".join([key.rstrip("/"), *parts]).lstrip("/")) if key or parts else ""
+        return f"s3://{bucket}/{joined}" if joined not in ("", ".") else f"s3://{bucket}/"
     return str(local_path(uri).joinpath(*parts))
 
 
