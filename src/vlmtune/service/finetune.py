@@ -17,18 +17,17 @@ from vlmtune.training.metric_logging import TRAIN_CSV
 from vlmtune.training.run import train
 
 
-def train_and_upload(spec: dict, folder: Path, progress: Progress, flag, phase: list[str], staged: list[tuple[str, Path]],
-                     output: str, artifacts: Path) -> None:
+def train_and_upload(spec: dict, folder: Path, progress: Progress, flag, staged: list[tuple[str, Path]], output: str,
+                     artifacts: Path) -> None:
     """Data processing and training with the recipe (resuming from a checkpoint if the run has one), then upload."""
     progress.phase("dataProcessing", "InProgress")
     values = spec["hyperParameters"] | {"model": base_model(spec["base"], folder), "train_data": staged[0][1],
                                         "val_data": staged[1][1] if len(staged) > 1 else None, "output": folder / RUN}
     cfg = load_config(TrainConfig, None, values)
-    result = train(cfg, should_stop=_step_hook(folder, progress, flag, phase))
+    result = train(cfg, should_stop=_step_hook(folder, progress, flag))
     if result.interrupted:
         progress.finish(flag.outcome(), phase="training")
         return
-    phase[0] = "training"
     _collect_artifacts(folder / RUN, artifacts)
     locations.upload_folder(artifacts, output)
     weights = folder / RUN / ("model" if result.method == "full" else "adapter")
@@ -37,7 +36,7 @@ def train_and_upload(spec: dict, folder: Path, progress: Progress, flag, phase: 
                     outputLocation=output)
 
 
-def _step_hook(folder: Path, progress: Progress, flag, phase: list[str]) -> Callable[[], bool]:
+def _step_hook(folder: Path, progress: Progress, flag) -> Callable[[], bool]:
     """Called after every optimizer step: the first one ends data processing; each logs a line; stop?"""
     started = [False]
 
@@ -45,7 +44,7 @@ def _step_hook(folder: Path, progress: Progress, flag, phase: list[str]) -> Call
         if not started[0]:
             progress.phase("dataProcessing", "Completed")
             progress.phase("training", "InProgress")
-            phase[0], started[0] = "training", True
+            started[0] = True
         print(_step_line(folder / RUN / TRAIN_CSV), flush=True)
         return flag.action() is not None
 

@@ -42,8 +42,11 @@ class Progress:
         self.state = read_json(self.path) or {}
         self.state.update(outcome=None, failureMessage=None, failedPhase=None)
         self.state.setdefault("phases", {})
+        self.current = PHASES[0]  # the phase a failure is reported in
 
     def phase(self, name: str, status: str) -> None:
+        if status == "InProgress":
+            self.current = name
         entry = self.state["phases"].setdefault(name, {"creationTime": now()})
         entry.update(status=status, lastModifiedTime=now())
         self._write()

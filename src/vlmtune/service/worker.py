@@ -48,14 +48,13 @@ def run_worker(folder: Path, parent_pid: int | None = None) -> int:
     if parent_pid:
         _exit_with_parent(parent_pid)
     progress = Progress(folder)
-    phase = ["validation"]  # the phase a failure is reported in, moved on as the job advances
     try:
-        JOBS[spec["kind"]](spec, folder, progress, flag, phase)
+        JOBS[spec["kind"]](spec, folder, progress, flag)
     except VlmtuneError as e:
-        progress.finish("Failed", str(e), phase=phase[0])
+        progress.finish("Failed", str(e), phase=progress.current)
     except Exception as e:  # noqa: BLE001 - the job fails with a reason; the traceback goes to the log
         traceback.print_exc()
-        progress.finish("Failed", f"internal error ({type(e).__name__}: {e}); the job's log has the traceback", phase=phase[0])
+        progress.finish("Failed", f"internal error ({type(e).__name__}: {e}); the job's log has the traceback", phase=progress.current)
     return 0
 
 
@@ -71,7 +70,7 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------- fine-tuning
-def run_customization(spec: dict, folder: Path, progress: Progress, flag: StopFlag, phase: list[str]) -> None:
+def run_customization(spec: dict, folder: Path, progress: Progress, flag: StopFlag) -> None:
     """FINE_TUNING: stage and validate the data, train with the recipe, upload the artifacts."""
     output = output_location(spec)
     artifacts = folder / "artifacts"
@@ -92,11 +91,10 @@ def run_customization(spec: dict, folder: Path, progress: Progress, flag: StopFl
     # torch and transformers are imported only now (about 20 s on a busy machine): bad data fails in seconds.
     from vlmtune.service.finetune import train_and_upload
 
-    phase[0] = "dataProcessing"
-    train_and_upload(spec, folder, progress, flag, phase, staged, output, artifacts)
+    train_and_upload(spec, folder, progress, flag, staged, output, artifacts)
 
 
-def _batch(spec: dict, folder: Path, progress: Progress, flag: StopFlag, phase: list[str]) -> None:
+def _batch(spec: dict, folder: Path, progress: Progress, flag: StopFlag) -> None:
     from vlmtune.service.batch import run_batch  # torch is imported by batch workers only, as late as possible
 
     run_batch(spec, folder, progress, flag)
