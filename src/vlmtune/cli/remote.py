@@ -104,7 +104,8 @@ class Remote:
             print_table(columns, rows or [])
         else:
             for key, value in response.items():
-                click.echo(f"{key}: {value if isinstance(value, str) else json.dumps(value, default=str)}")
+                shown = _cell(value) if isinstance(value, (str, float)) or hasattr(value, "strftime") else json.dumps(value, default=str)
+                click.echo(f"{key}: {shown}")
 
 
 def print_table(columns: list[tuple[str, str]], rows: list[dict]) -> None:
