@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -119,8 +119,11 @@ def hold_output(folder: Path, state: PartialState) -> Iterator[None]:
         yield
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Run `vlmtune train` end to end; re-running the same command after a crash resumes."""
+def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Run `vlmtune train` end to end; re-running the same command after a crash resumes.
+
+    `should_stop` (asked after every step) ends the run early with a checkpoint, resumable like a crash.
+    """
     parse_report_to(cfg.report_to)  # a missing tracker package is said before anything is loaded
     state = PartialState(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
     with hold_output(cfg.output, state):
@@ -136,7 +139,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             write_text(cfg.output / RUN_CONFIG, yaml.safe_dump(_settings(cfg), sort_keys=False))
         state.wait_for_everyone()
         try:
-            return finetune(model, processor, train_records, val_records, Path("/"), cfg, cfg.output, resume=True)
+            return finetune(model, processor, train_records, val_records, Path("/"), cfg, cfg.output, resume=True, should_stop=should_stop)
         except BaseException:
             if state.is_main_process and not resume and not list_checkpoints(cfg.output):
                 shutil.rmtree(cfg.output, ignore_errors=True)  # a run that failed before its first checkpoint leaves nothing
