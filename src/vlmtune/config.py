@@ -222,12 +222,16 @@ def load_config(cls: type[BaseModel], yaml_path: Path | None, overrides: dict) -
         2
     """
     where = f"{yaml_path}: " if yaml_path else ""
-    values = normalise(cls, _read_yaml(yaml_path), where) if yaml_path is not None else {}
-    values.update(normalise(cls, {k: v for k, v in overrides.items() if v is not None}))
+    raw = _read_yaml(yaml_path) if yaml_path is not None else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values = normalise(cls, raw, where) | normalise(cls, given)
+    # An error names an option as the user spelled it (the service's epochCount stays epochCount).
+    names = accepted_names(cls)
+    spelled = {names[str(k)]: str(k) for k in [*raw, *given] if str(k) in names}
     try:
         return cls.model_validate(values)
     except ValidationError as e:
-        raise ConfigError(_explain(cls, e, where)) from None
+        raise ConfigError(_explain(cls, e, where, spelled)) from None
     except VlmtuneError as e:
         raise ConfigError(f"{where}{e}") from None
 
@@ -244,11 +248,12 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _explain(cls: type[BaseModel], error: ValidationError, where: str) -> str:
+def _explain(cls: type[BaseModel], error: ValidationError, where: str, spelled: dict[str, str]) -> str:
     names, lines = accepted_names(cls), []
     for err in error.errors():
         loc = [str(p) for p in err["loc"]]
-        name = ".".join([display_name(cls, names.get(loc[0], loc[0])), *loc[1:]]) if loc else "config"
+        field = names.get(loc[0], loc[0]) if loc else ""
+        name = ".".join([spelled.get(field) or display_name(cls, field), *loc[1:]]) if loc else "config"
         if err["type"] == "value_error":  # our own validators already say what was found
             lines.append(f"{where}{err['msg'].removeprefix('Value error, ')}")
         elif err["type"] == "missing":
