@@ -103,13 +103,16 @@ def test_detect_format(obj, key):
 
 def test_convert_writes_inline_images_as_files_and_reports_losses(tmp_path):
     src = tmp_path / "in" / "d.jsonl"
+    (tmp_path / "in" / "pics").mkdir(parents=True)
+    (tmp_path / "in" / "pics" / "b.png").write_bytes(png_bytes((0, 0, 255)))
     write_records(src, [conversation(DATA_URI, system="Be brief."), conversation("pics/b.png")], "openai")
     out = tmp_path / "out" / "d.jsonl"
     key, n, lost = convert_file(src, "llava", out)
     assert (key, n) == ("openai", 2)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows[0]["image"].startswith("d_images/") and (out.parent / rows[0]["image"]).read_bytes() == png_bytes()
-    assert rows[1]["image"] == "../in/pics/b.png"  # still points at the same file from the new folder
+    # A local image outside the output folder is placed inside it, so the output reads with the default images root.
+    assert rows[1]["image"].startswith("d_images/") and (out.parent / rows[1]["image"]).read_bytes() == png_bytes((0, 0, 255))
     assert any("system prompt" in what for what in lost)
 
     result = CliRunner().invoke(main, ["data", "convert", str(src), "--to", "prompt-completion", "--out", str(tmp_path / "pc.jsonl")])

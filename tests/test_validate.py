@@ -133,15 +133,20 @@ def test_truncated_unreadable_and_bomb_images(folder):
     assert [(line, code) for line, _, code in found] == [(2, "image-truncated"), (3, "image-unreadable"), (4, "image-bomb")]
 
 
-def test_images_root_refuses_paths_outside_it(folder, tmp_path_factory):
+def test_images_outside_the_data_folder_are_refused_by_default_and_allowed_by_a_wider_root(folder, tmp_path_factory):
     outside = tmp_path_factory.mktemp("outside")
     Image.new("RGB", (8, 8)).save(outside / "secret.png")
     os.symlink(outside / "secret.png", folder / "images" / "link.png")
-    lines = [image_record("images/../../outside/secret.png"), image_record(str(outside / "secret.png")), image_record("images/link.png")]
-    found = run(folder, lines, images_root=folder)
-    assert [(line, code) for line, _, code in found] == [(2, "image-outside-root"), (3, "image-outside-root"), (4, "image-outside-root")]
-    # Without --images-root the same relative and symlinked paths are simply read.
-    assert run(folder, [image_record("images/link.png")]) == []
+    lines = [image_record(f"../{outside.name}/secret.png"), image_record(str(outside / "secret.png")), image_record("images/link.png")]
+    refused = [(2, "image-outside-root"), (3, "image-outside-root"), (4, "image-outside-root")]
+    # The default root is the data file's folder (issue 10.2: these three passed without --images-root).
+    assert [(line, code) for line, _, code in run(folder, lines)] == refused
+    assert [(line, code) for line, _, code in run(folder, lines, images_root=folder)] == refused
+    # An explicit, wider root allows them; relative paths then resolve against it.
+    wide = [image_record(f"{outside.name}/secret.png"), image_record(str(outside / "secret.png")),
+            image_record(f"{folder.name}/images/link.png")]
+    (folder / "d.jsonl").write_text("\n".join(json.dumps(x) for x in wide) + "\n")
+    assert [p for p in validate_file(folder / "d.jsonl", images_root=folder.parent) if p.severity == "error"] == []
 
 
 def test_cli_exit_codes_lines_and_json(folder):

@@ -14,6 +14,9 @@ from vlmtune.errors import VlmtuneError
 # Nova's validator rejects these in any text; the last two it matches ignoring case.
 NOVA_RESERVED = ("User:", "Bot:", "Assistant:", "System:", "<image>", "<video>", "[EOS]")
 NOVA_RESERVED_NOCASE = ("<unk>", "Thought:")
+# Pixels above which an image is refused from its header, before decoding: Pillow's own decompression-bomb
+# threshold (Image.MAX_IMAGE_PIXELS). One limit: validate checks it, and train and eval refuse to decode past it.
+MAX_DECODED_PIXELS = 89_478_485
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,8 @@ class Target:
     images_allowed: bool = True
     reserved: tuple[str, ...] = ()
     reserved_nocase: tuple[str, ...] = ()
-    # Pixels above which an image is refused unread: Pillow's own bomb threshold unless the target is stricter.
-    max_pixels: int = 2 * 89_478_485
+    # Pixels above which an image is refused unread: the decoding limit unless the target is stricter.
+    max_pixels: int = MAX_DECODED_PIXELS
     # ---- hyperparameters (the training config): config field -> the service's range and default
     hyperparameters: dict[str, Range] = field(default_factory=dict)
 

@@ -13,6 +13,8 @@ from vlmtune.targets import TARGETS
 
 _FORMAT = click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
                        help="input format; auto detects it from the first record and says which it chose")
+_IMAGES_ROOT = click.option("--images-root", type=click.Path(path_type=Path), default=None,
+                            help="folder relative image paths resolve against (default: the data file's folder); paths outside it are refused")
 
 
 @click.group("data")
@@ -33,11 +35,12 @@ def _announce(path: Path, fmt: str) -> None:
 @click.option("--to", "to", type=click.Choice([f for f in FORMAT_CHOICES if f != "auto"]), required=True, help="output format")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="output file (JSONL)")
 @_FORMAT
-def convert(src: Path, to: str, out: Path, fmt: str) -> None:
-    """Convert SRC to another format; inline images are written as files next to OUT."""
+@_IMAGES_ROOT
+def convert(src: Path, to: str, out: Path, fmt: str, images_root: Path | None) -> None:
+    """Convert SRC to another format; images outside OUT's folder are written into OUT_images/ beside it."""
     from vlmtune.data.convert import convert_file
 
-    key, n, lost = convert_file(src, to, out, fmt)
+    key, n, lost = convert_file(src, to, out, fmt, images_root=images_root)
     click.echo(f"read {n:,} records as {key}; wrote {out} as {format_key(to)}")
     for what, count in lost.items():
         click.echo(f"not expressible in {format_key(to)}: {what} (in {count:,} records)")
@@ -47,8 +50,7 @@ def convert(src: Path, to: str, out: Path, fmt: str) -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @_FORMAT
 @click.option("--target", type=click.Choice(list(TARGETS)), default="generic", show_default=True, help="whose limits to check against")
-@click.option("--images-root", type=click.Path(path_type=Path), default=None,
-              help="folder relative image paths resolve against (default: the data file's folder); paths outside it are refused")
+@_IMAGES_ROOT
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list of {line, severity, code, message}")
 def validate(file: Path, fmt: str, target: str, images_root: Path | None, as_json: bool) -> None:
     """Report every problem in FILE; exit 1 if any is an error."""
@@ -75,14 +77,14 @@ def validate(file: Path, fmt: str, target: str, images_root: Path | None, as_jso
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--model", required=True, help="family (llama3.2-11b, qwen2-vl, smolvlm, llava, paligemma) or a local model folder")
 @click.option("--max-length", type=click.IntRange(1), default=2048, show_default=True, help="length limit to count records against")
-@click.option("--max-pixels", type=click.IntRange(784), default=None, help="Qwen2-VL max_pixels (default: the processor's 12,845,056)")
+@click.option("--max-pixels", type=click.IntRange(784), default=None, help="Qwen2-VL max_pixels (default: the processor's own)")
 @_FORMAT
-def stats(file: Path, model: str, max_length: int, max_pixels: int | None, fmt: str) -> None:
-    """Records, images and text/image tokens per record for MODEL, with a length that fits."""
-    from vlmtune.data.stats import format_stats
-    from vlmtune.data.tokens import QWEN_MAX_PIXELS
+@_IMAGES_ROOT
+def stats(file: Path, model: str, max_length: int, max_pixels: int | None, fmt: str, images_root: Path | None) -> None:
+    """Records, images and text/image tokens per record for MODEL, counted by its own processor, with a length that fits."""
+    from vlmtune.models.budget import format_stats
 
-    click.echo(format_stats(file, model, max_length, fmt, max_pixels or QWEN_MAX_PIXELS))
+    click.echo(format_stats(file, model, max_length, fmt, max_pixels=max_pixels, images_root=images_root))
 
 
 @data_group.command()
@@ -93,11 +95,12 @@ def stats(file: Path, model: str, max_length: int, max_pixels: int | None, fmt: 
 @click.option("--test", type=click.FloatRange(0, 1), default=0.1, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @_FORMAT
-def split(file: Path, out: Path, train: float, val: float, test: float, seed: int, fmt: str) -> None:
+@_IMAGES_ROOT
+def split(file: Path, out: Path, train: float, val: float, test: float, seed: int, fmt: str, images_root: Path | None) -> None:
     """Split FILE by image content: no image lands in two splits; same seed, same split."""
     from vlmtune.data.split import split_file
 
-    key, counts = split_file(file, out, (train, val, test), seed, fmt)
+    key, counts = split_file(file, out, (train, val, test), seed, fmt, images_root=images_root)
     click.echo(f"{file} ({key}) -> {out}: " + ", ".join(f"{name} {n:,}" for name, n in counts.items()))
 
 
