@@ -106,10 +106,10 @@ class TrainConfig(Hyperparameters):
     """`vlmtune train`: fine-tune a model on a training file, validating on a validation file."""
 
     model: str = Field("tiny", description="'tiny' (embedded), 'tiny-<family>', a hub id or a local model folder")
-    train_data: Path = Field(..., description="training data (bedrock-conversation-2024 JSONL)")
+    train_data: Path = Field(..., description="training data (any format `vlmtune data validate` reads; refused if it finds errors)")
     val_data: Path | None = Field(None, description="validation data; without it no validation loss or early stopping")
     output: Path = Field(Path("runs/latest"), description="run folder: checkpoints, metrics, model or adapter")
-    images_root: Path | None = Field(None, description="folder that relative image paths resolve against; default each data file's folder")
+    images_root: Path | None = Field(None, description="folder relative image paths resolve against; paths outside it are refused (default: each data file's folder)")
     overwrite: bool = Field(False, description="start over even if the output folder holds a finished or resumable run")
 
 

@@ -16,7 +16,7 @@ from vlmtune.data.formats.detect import FORMATS, detect_format, format_key, pars
 from vlmtune.data.imagecheck import ImageInfo, inspect_image
 from vlmtune.data.problems import Problem, RecordError
 from vlmtune.data.record import ImagePart, Record
-from vlmtune.data.rules import check_raw, check_reserved, check_structure
+from vlmtune.data.rules import check_image_tokens, check_raw, check_reserved, check_structure
 from vlmtune.data.source import MAX_LINE_BYTES, iter_objects
 from vlmtune.data.tokens import estimate_text_tokens, service_image_tokens
 from vlmtune.targets import Target, get_target
@@ -70,7 +70,8 @@ def _check_object(obj: dict, line: int, path: Path, state: _State) -> list[tuple
     except RecordError as e:
         return [("error", e.code, str(e).removeprefix(f"{path}:{line}: "))]
     target = state.target
-    found = check_raw(obj, target, state.fmt) + check_structure(record, target, state.fmt) + check_reserved(record, target)
+    found = (check_raw(obj, target, state.fmt) + check_structure(record, target, state.fmt) + check_reserved(record, target)
+             + check_image_tokens(record, target))
     infos = [_image(p, state) for p in record.images]
     for info in infos:
         found += info.problems

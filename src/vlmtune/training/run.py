@@ -8,8 +8,7 @@ from pathlib import Path
 import yaml
 
 from vlmtune.config import TrainConfig
-from vlmtune.data.formats.bedrock import read_bedrock
-from vlmtune.data.images import with_absolute_images
+from vlmtune.data.checked import read_checked
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
 from vlmtune.io import write_text
@@ -21,13 +20,10 @@ from vlmtune.training.setup import check_method_possible
 RUN_CONFIG = "run_config.yaml"
 
 
-def read_records(path: Path, images_root: Path | None) -> list[Record]:
-    """Read a data file and make its image paths absolute, so train and validation files can live apart."""
-    root = Path(images_root or Path(path).parent).resolve()
-    records = [with_absolute_images(r, root) for r in read_bedrock(path)]
-    if not records:
-        raise VlmtuneError(f"{path}: expected at least one record, found an empty file")
-    return records
+def read_records(path: Path, images_root: Path | None, target: str = "generic", option: str = "--train-data") -> list[Record]:
+    """Read a data file in any format, refused if the validator finds errors for `target`; image paths come
+    back absolute (inside the images root), so train and validation files can live apart."""
+    return read_checked(path, images_root, target, option)
 
 
 def check_output(cfg: TrainConfig) -> bool:
@@ -68,8 +64,8 @@ def _comparable(cfg: TrainConfig) -> dict:
 def train(cfg: TrainConfig) -> TrainResult:
     """Run `vlmtune train` end to end; re-running the same command after a crash resumes."""
     resume = check_output(cfg)
-    train_records = read_records(cfg.train_data, cfg.images_root)
-    val_records = read_records(cfg.val_data, cfg.images_root) if cfg.val_data else []
+    train_records = read_records(cfg.train_data, cfg.images_root, cfg.target, "--train-data")
+    val_records = read_records(cfg.val_data, cfg.images_root, cfg.target, "--val-data") if cfg.val_data else []
     check_method_possible(cfg.method)  # before anything is loaded or written
     model, processor = load_model(cfg.model, cfg.device, load_in_4bit=cfg.method == "qlora")
     if not resume:
