@@ -20,6 +20,7 @@ from vlmtune.data.imagecheck import sniff
 from vlmtune.data.images import fenced_image_path, is_local, read_image_bytes, read_local_bytes, shown_source
 from vlmtune.data.outputs import Staging, staged
 from vlmtune.data.record import ImagePart, Message, Record
+from vlmtune.data.s3 import split_uri
 from vlmtune.errors import VlmtuneError
 
 # File extension per sniffed image kind: the only extensions an output image ever gets.
@@ -68,9 +69,12 @@ class ImagePlacer:
         return replace(record, messages=messages)
 
     def _place(self, part: ImagePart, origin: str) -> ImagePart:
-        if part.source.startswith(("s3://", "http://", "https://")):
-            return part
         try:
+            if part.source.startswith("s3://"):
+                split_uri(part.source)  # kept as a reference, but a malformed one is refused here, not at training
+                return part
+            if part.source.startswith(("http://", "https://")):
+                return part
             if not is_local(part):  # inline bytes
                 return self._write(read_image_bytes(part, self.root), None, part)
             real = fenced_image_path(part, self.root)

@@ -112,10 +112,11 @@ def read_local_bytes(path: Path, where: str, cap: int = MAX_IMAGE_BYTES) -> byte
         raise RecordError("image-missing", f"{where}: expected a file at {path}, found nothing") from None
     except OSError as e:
         raise RecordError("image-unreadable", f"{where}: expected a readable file at {path}, found {e.strerror or e}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise RecordError("image-not-a-file", f"{where}: expected a regular file at {path}, found {_kind(mode)}")
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise RecordError("image-not-a-file", f"{where}: expected a regular file at {path}, found {_kind(mode)}")
         data = f.read(cap + 1)
     if len(data) > cap:
         raise RecordError("image-too-large", f"{where}: expected at most {cap:,} bytes, found more")

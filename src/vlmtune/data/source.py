@@ -158,11 +158,11 @@ class _Window:
         self.decoder = codecs.getincrementaldecoder("utf-8")()
         self.bad_utf8: int | None = None  # byte offset of the first invalid UTF-8 byte
 
-    def fill(self, want: int = _CHUNK) -> bool:
-        """Append about `want` more bytes of text; False at the end of the file or at invalid UTF-8."""
+    def fill(self, want: int = 0) -> bool:
+        """Append about `want` (default one chunk) more bytes of text; False at the end of the file or at invalid UTF-8."""
         if self.eof:
             return False
-        raw = self.f.read(want)
+        raw = self.f.read(want or _CHUNK)
         try:
             text = self.decoder.decode(raw, final=not raw)
         except UnicodeDecodeError as e:
