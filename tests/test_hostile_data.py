@@ -208,7 +208,7 @@ def test_train_refuses_what_validate_calls_an_error_before_loading_a_model(tmp_p
 
 # ---------------------------------------------------------------- 10.11: all or nothing
 def test_convert_leaves_no_images_behind_when_a_later_record_fails(tmp_path):
-    rows = [record(inline(png((i, 0, 0)))) for i in range(5)] + ['{"schemaVersion": "bedrock-conversation-2024", "messages": 3}']
+    rows = [record(inline(png((i, 0, 0)))) for i in range(5)] + [record({"format": "png", "source": {"bytes": "@@not base64@@"}})]
     write(tmp_path / "in" / "d.jsonl", rows)
     code, out = cli("data", "convert", tmp_path / "in" / "d.jsonl", "--to", "llava", "--out", tmp_path / "out" / "d.jsonl")
     assert code == 1 and "d.jsonl:6:" in out
