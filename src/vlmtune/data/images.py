@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import os
 import stat
@@ -82,21 +83,39 @@ def resolve_image_path(part: ImagePart, root: Path) -> Path:
         raise VlmtuneError(f"image {part.source[:60]!r}: expected a local file path here")
     if "\x00" in part.source:
         raise RecordError("image-unreadable", f"image {shown_source(part.source)}: expected a file path, found a NUL byte in it")
-    path = Path(os.path.expanduser(part.source))
-    return path if path.is_absolute() else Path(root) / path
+    return Path(_joined(part.source, root))
+
+
+def _joined(source: str, root: Path | str) -> str:
+    path = os.path.expanduser(source)
+    return path if os.path.isabs(path) else os.path.join(root, path)
 
 
 def fenced_image_path(part: ImagePart, root: Path, fence: Path | None = None) -> Path:
     """The image's real path (symlinks resolved), refused unless it lies inside `fence` (default: `root`)."""
-    path = resolve_image_path(part, root)
+    resolve_image_path(part, root)  # the checks on the source itself
     try:
-        real, inside = path.resolve(), Path(fence if fence is not None else root).resolve()
+        real, inside = _real_file(_joined(part.source, root)), _real_dir(os.fspath(fence if fence is not None else root))
     except (OSError, RuntimeError) as e:  # a symlink loop
         raise RecordError("image-unreadable", f"image {shown_source(part.source)}: expected a file path, found {e}") from None
-    if not real.is_relative_to(inside):
+    if not (real == inside or real.startswith(inside.rstrip(os.sep) + os.sep)):
         raise RecordError("image-outside-root", f"image {shown_source(part.source)}: expected a path inside the images root {inside}"
                                                 f" (the data file's folder unless --images-root is given), found {real}")
-    return real
+    return Path(real)
+
+
+def _real_file(path: str) -> str:
+    """os.path.realpath, with the folder part cached: a dataset names thousands of files in a few folders,
+    and resolving each from the file system's root costs one lstat per component."""
+    path = os.path.abspath(path) if ".." not in path.split(os.sep) else os.path.realpath(path)
+    folder, name = os.path.split(path)
+    real = os.path.join(_real_dir(folder), name)
+    return os.path.realpath(real) if os.path.islink(real) else real
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_dir(folder: str) -> str:
+    return os.path.realpath(folder)
 
 
 def read_local_bytes(path: Path, where: str, cap: int = MAX_IMAGE_BYTES) -> bytes:
@@ -112,12 +131,15 @@ def read_local_bytes(path: Path, where: str, cap: int = MAX_IMAGE_BYTES) -> byte
         raise RecordError("image-missing", f"{where}: expected a file at {path}, found nothing") from None
     except OSError as e:
         raise RecordError("image-unreadable", f"{where}: expected a readable file at {path}, found {e.strerror or e}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise RecordError("image-not-a-file", f"{where}: expected a regular file at {path}, found {_kind(mode)}")
+        raise RecordError("image-not-a-file", f"{where}: expected a regular file at {path}, found {_kind(info.st_mode)}")
     with os.fdopen(fd, "rb") as f:
-        data = f.read(cap + 1)
+        # Read what the size says (one byte more, to see a file that grew), never more than the cap.
+        data = f.read(min(info.st_size, cap) + 1)
+        while info.st_size < len(data) <= cap and (more := f.read(min(1 << 20, cap + 1 - len(data)))):
+            data += more
     if len(data) > cap:
         raise RecordError("image-too-large", f"{where}: expected at most {cap:,} bytes, found more")
     return data

@@ -7,6 +7,7 @@ images are kept (for duplicates), and image checks are cached for the most recen
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -85,7 +86,7 @@ def _check_object(obj: dict, line: int, path: Path, state: _State) -> list[tuple
 
 def _image(part: ImagePart, state: _State) -> ImageInfo:
     # The declared format is part of the key: the same file declared differently gets its own verdict.
-    key = (part.source if part.source.startswith(("s3://", "data:")) else str(state.root / part.source), part.format)
+    key = (part.source if part.source.startswith(("s3://", "data:")) else os.path.join(state.root, part.source), part.format)
     if key in state.cache:
         state.cache.move_to_end(key)
         return state.cache[key]
