@@ -52,6 +52,13 @@ def test_a_model_folders_budget_is_the_sequence_length_training_encodes(saved_fa
             assert text + image == encoded, (name, width, height, len(images))
 
 
+def test_the_built_in_tiny_models_are_counted_with_their_own_processors():
+    record = two_turns("qwen2-vl")
+    budget = load_budget("tiny-qwen2-vl", max_pixels=10**9)
+    images = [Image.new("RGB", (48, 64))] * 3
+    assert budget.exact_text and sum(budget.record_tokens(record, [(48, 64)] * 3)) == len(encode_record(budget.processor, record, images)["input_ids"])
+
+
 def test_training_s_pixel_cap_is_applied_before_counting():
     _, processor = build_tiny_family("qwen2-vl")
     capped = Budget("qwen2_vl", processor, "", True, max_pixels=32 * 32)

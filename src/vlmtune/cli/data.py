@@ -75,9 +75,11 @@ def validate(file: Path, fmt: str, target: str, images_root: Path | None, as_jso
 
 @data_group.command()
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--model", required=True, help="family (llama3.2-11b, qwen2-vl, smolvlm, llava, paligemma) or a local model folder")
+@click.option("--model", required=True, help="family (llama3.2-11b, qwen2-vl, qwen2.5-vl, idefics3, smolvlm, llava, paligemma, gemma3):"
+              " its released processor config; or a local model folder: its own processor, tokenizer and chat template")
 @click.option("--max-length", type=click.IntRange(1), default=2048, show_default=True, help="length limit to count records against")
-@click.option("--max-pixels", type=click.IntRange(784), default=None, help="Qwen2-VL max_pixels (default: the processor's own)")
+@click.option("--max-pixels", type=click.IntRange(784), default=None,
+              help="images are downscaled to at most this many pixels first, as `vlmtune train --max-pixels` does (default: train's)")
 @_FORMAT
 @_IMAGES_ROOT
 def stats(file: Path, model: str, max_length: int, max_pixels: int | None, fmt: str, images_root: Path | None) -> None:

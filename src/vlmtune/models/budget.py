@@ -27,7 +27,7 @@ from vlmtune.data.tokens import MLLAMA_TOKENS_PER_TILE, estimate_text_tokens, ml
 from vlmtune.errors import VlmtuneError
 from vlmtune.models.encode import conversation_segments, image_placeholder
 from vlmtune.models.loading import load_processor
-from vlmtune.models.tiny_families import build_tiny_family
+from vlmtune.models.tiny_families import TINY_FAMILIES, build_tiny_family
 from vlmtune.targets import TARGETS
 
 # Training's own default cap, so the counts are the ones `vlmtune train` will see.
@@ -174,9 +174,15 @@ def load_budget(model: str, max_pixels: int) -> Budget:
         source = (f"{type(processor.image_processor).__name__} with the published config of {release.repo}"
                   f" ({_describe(release)}); text tokens estimated at 4 UTF-8 bytes per token (give a model folder to count them exactly)")
         return Budget(key, processor, source, exact_text=False, max_pixels=max_pixels)
+    if model == "tiny" or (model.startswith("tiny-") and model[5:] in TINY_FAMILIES):
+        built, processor = build_tiny_family("llava" if model == "tiny" else model[5:])
+        per_tile = _mllama_tokens_per_tile(built.config.vision_config.to_dict()) if built.config.model_type == "mllama" else 0
+        return Budget(built.config.model_type, processor, f"the processor, tokenizer and chat template of the built-in {model}", exact_text=True,
+                      max_pixels=max_pixels, tokens_per_tile=per_tile)
     folder = Path(model)
     if not (folder / "config.json").is_file():
-        raise VlmtuneError(f"--model: expected a family ({', '.join(FAMILY_NAMES)}) or a local model folder with config.json, found {model!r}")
+        raise VlmtuneError(f"--model: expected a family ({', '.join(FAMILY_NAMES)}), tiny, tiny-<family> or a local model folder"
+                           f" with config.json, found {model!r}")
     config = _read_config(folder / "config.json")
     family = config.get("model_type", "")
     try:
@@ -185,7 +191,7 @@ def load_budget(model: str, max_pixels: int) -> Budget:
         raise VlmtuneError(f"--model {folder}: expected a loadable processor (tokenizer and image processor), found {type(e).__name__}: {e}") from None
     if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
         raise VlmtuneError(f"--model {folder}: expected a multimodal processor, found {type(processor).__name__}")
-    per_tile = _mllama_tokens_per_tile(config) if family == "mllama" else 0
+    per_tile = _mllama_tokens_per_tile(config.get("vision_config") or {}) if family == "mllama" else 0
     source = f"the processor, tokenizer and chat template in {folder}"
     return Budget(family, processor, source, exact_text=True, max_pixels=max_pixels, tokens_per_tile=per_tile)
 
@@ -200,8 +206,8 @@ def _read_config(path: Path) -> dict:
     return config
 
 
-def _mllama_tokens_per_tile(config: dict) -> int:
-    vision = config.get("vision_config") or {}
+def _mllama_tokens_per_tile(vision: dict) -> int:
+    """Vision tokens per tile from the vision config: (image_size / patch_size)^2 patches plus a class token."""
     return (int(vision.get("image_size", 560)) // int(vision.get("patch_size", 14))) ** 2 + 1
 
 
@@ -276,8 +282,9 @@ def format_stats(path: str | Path, model: str, max_length: int, fmt: str = "auto
 
 def _per_image(budget: Budget, size: tuple[int, int]) -> str:
     tokens, tiles = budget.image_tokens(*size), budget.tiles(*size)
-    tiled = f" ({tiles} tiles)" if tiles else ""
+    named = f"{tiles} tile{'s' if tiles != 1 else ''}"
+    tiled = f" ({named})" if tiles else ""
     if budget.cross_attention:
-        return (f"median image {wh(size)}: 1 token in the sequence; {tiles} tiles = {budget.vision_tokens(*size):,} vision tokens"
+        return (f"median image {wh(size)}: 1 token in the sequence; {named} = {budget.vision_tokens(*size):,} vision tokens"
                 " through cross-attention (not in the sequence length)")
     return f"median image {wh(size)}: {tokens:,} tokens in the sequence{tiled}"
