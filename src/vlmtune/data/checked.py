@@ -22,12 +22,13 @@ SHOWN = 5
 _DATASET_CODES = ("too-few-records", "too-many-records")
 
 
-def read_checked(path: str | Path, images_root: str | Path | None = None, target: str = "generic", option: str = "data") -> list[Record]:
-    """Every record of `path`, refused with the validator's errors if it has any."""
+def read_checked(path: str | Path, images_root: str | Path | None = None, target: str = "generic", option: str = "data",
+                 ignore: tuple[str, ...] = ()) -> list[Record]:
+    """Every record of `path`, refused with the validator's errors if it has any (except the codes in `ignore`)."""
     path = Path(path)
     errors, total = [], 0
     for p in validate_file(path, "auto", target, images_root):
-        if p.severity == "error" and p.code not in _DATASET_CODES:
+        if p.severity == "error" and p.code not in _DATASET_CODES + ignore:
             total += 1
             if len(errors) < SHOWN:
                 errors.append(p.format(str(path)))

@@ -146,10 +146,13 @@ def run_eval(cfg: EvalConfig) -> dict:
 
 
 def read_records(path: Path, images_root: Path | None = None, option: str = "--data") -> list[Record]:
-    """Any supported format, read as training reads it: refused on validation errors, image paths absolute."""
+    """Any supported format, read as training reads it: refused on validation errors, image paths absolute.
+
+    A question without an answer is fine here (there is just no reference to score against).
+    """
     if not Path(path).is_file():
         raise VlmtuneError(f"{option} {path}: file not found")
-    return read_checked(path, images_root, "generic", option)
+    return read_checked(path, images_root, "generic", option, ignore=("last-not-assistant",))
 
 
 def load_for_eval(cfg: EvalConfig):
