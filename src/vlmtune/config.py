@@ -111,13 +111,13 @@ class TrainConfig(Hyperparameters):
 
     model: str = Field("tiny", validation_alias=_alias("model", "model_name_or_path"),
                        description="'tiny' (embedded), 'tiny-<family>', a hub id or a local model folder")
-    train_data: Path = Field(..., validation_alias=_alias("train_data", "train_file"), description="training data (bedrock-conversation-2024 JSONL)")
+    train_data: Path = Field(..., validation_alias=_alias("train_data", "train_file"), description="training data (any format `vlmtune data validate` reads; refused if it finds errors)")
     val_data: Path | None = Field(None, validation_alias=_alias("val_data", "validation_file"),
                                   description="validation data; without it no validation loss or early stopping")
     # `--out` as in every other command; `output` (the YAML key of older configs) and `--output` still work.
     output: Path = Field(Path("runs/latest"), validation_alias=_alias("out", "output", "output_dir"),
                          description="run folder: checkpoints, metrics, model or adapter")
-    images_root: Path | None = Field(None, description="folder that relative image paths resolve against; default each data file's folder")
+    images_root: Path | None = Field(None, description="folder relative image paths resolve against; paths outside it are refused (default: each data file's folder)")
     overwrite: bool = Field(False, description="start over even if the output folder holds a finished or resumable run")
 
 
