@@ -74,3 +74,13 @@ main.add_command(export)
 from vlmtune.cli.distill import distill  # noqa: E402 - registered after main is defined
 
 main.add_command(distill)
+
+from vlmtune.cli.jobs import jobs_group  # noqa: E402 - registered after main is defined
+from vlmtune.cli.models import deployments_group, models_group  # noqa: E402
+from vlmtune.cli.service import service, worker  # noqa: E402
+
+main.add_command(service)
+main.add_command(worker)
+main.add_command(jobs_group)
+main.add_command(models_group)
+main.add_command(deployments_group)

@@ -12,6 +12,7 @@ import gc
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +39,9 @@ from vlmtune.training.run import RUN_CONFIG, changed_settings, train
 STATE = "distill.json"  # marks a distillation folder; records the labelled set its student was trained on
 FORMAT = 1
 CACHE = "teacher_cache.sqlite"
+# The labelled set names its images by absolute path, each already fenced to the user's images root when the
+# prompts were read; the files written under OUT/data reach back to them.
+LABELLED_ROOT = Path("/")
 
 
 @dataclass
@@ -48,8 +52,12 @@ class DistillResult:
     labelled: Path  # the labelled training set (bedrock-conversation-2024)
 
 
-def run_distillation(cfg: DistillConfig) -> DistillResult:
-    """Distill `cfg.teacher_model` into `cfg.model` on the prompts, writing everything into `cfg.out`."""
+def run_distillation(cfg: DistillConfig, should_stop: Callable[[], bool] | None = None) -> DistillResult | None:
+    """Distill `cfg.teacher_model` into `cfg.model` on the prompts, writing everything into `cfg.out`.
+
+    `should_stop` is the training recipe's (asked after every optimizer step): when it says yes the student
+    checkpoints and this returns None; the same call later resumes it (the teacher's answers come from the cache).
+    """
     out = _claim_folder(cfg.out)
     task = get_task(cfg.task)
     schema = load_schema(cfg.answer_schema) if cfg.answer_schema else None
@@ -70,7 +78,10 @@ def run_distillation(cfg: DistillConfig) -> DistillResult:
 
     # ------------------------------------------------------------------ student
     console.rule(f"[bold]3/5 student: {cfg.model}")
-    run, complete = train_student(cfg, files)
+    trained = train_student(cfg, files, should_stop)
+    if trained is None:
+        return None
+    run, complete = trained
 
     # ------------------------------------------------------------------ held-out scores
     console.rule("[bold]4/5 held-out: base, student, teacher")
@@ -136,11 +147,11 @@ def student_config(cfg: DistillConfig, files: dict[str, Path]) -> TrainConfig:
     """The student's training run: the distillation's hyperparameters on the labelled set."""
     values = {name: getattr(cfg, name) for name in Hyperparameters.model_fields}
     return TrainConfig.model_validate(values | {"model": cfg.model, "train_data": files["train"], "val_data": files.get("validation"),
-                                                "output": cfg.out / "student"})
+                                                "output": cfg.out / "student", "images_root": LABELLED_ROOT})
 
 
-def train_student(cfg: DistillConfig, files: dict[str, Path]) -> tuple[Path, dict]:
-    """Train (or resume, or keep) the student; returns its run folder and run_complete.json."""
+def train_student(cfg: DistillConfig, files: dict[str, Path], should_stop: Callable[[], bool] | None = None) -> tuple[Path, dict] | None:
+    """Train (or resume, or keep) the student; returns its run folder and run_complete.json (None: asked to stop)."""
     tcfg = student_config(cfg, files)
     run, state_file = tcfg.output, cfg.out / STATE
     digest = _digest(files["train"], files.get("validation"))
@@ -152,7 +163,8 @@ def train_student(cfg: DistillConfig, files: dict[str, Path]) -> tuple[Path, dic
     else:
         # Recorded first: a run interrupted from here resumes on the same labelled set.
         write_json(state_file, state | {"labelled_set": digest})
-        train(tcfg.model_copy(update={"overwrite": not same}))
+        if train(tcfg.model_copy(update={"overwrite": not same}), should_stop=should_stop).interrupted:
+            return None
     return run, json.loads((run / COMPLETE).read_text(encoding="utf-8"))
 
 
@@ -160,7 +172,7 @@ def train_student(cfg: DistillConfig, files: dict[str, Path]) -> tuple[Path, dic
 def score_held_out(cfg: DistillConfig, labels: Labels, test_file: Path, run: Path, complete: dict) -> tuple[dict, dict]:
     """Base, student and teacher on the held-out prompts; the compare reports; the numbers for report.json."""
     evals = cfg.out / "eval"
-    records = read_records(test_file)  # as `vlmtune eval` reads it, so the ids match its predictions
+    records = read_records(test_file, LABELLED_ROOT)  # as `vlmtune eval` reads it, so the ids match its predictions
     settings = {"model": cfg.teacher_model or "logged answers", "adapter": None, "data": str(test_file),
                 "temperature": cfg.teacher_temperature, "max_new_tokens": cfg.max_response_length, "constrained": False}
     metrics = {"teacher": write_answered_eval(records, [g for g, _ in labels.teacher_test], [s for _, s in labels.teacher_test],
@@ -171,7 +183,7 @@ def score_held_out(cfg: DistillConfig, labels: Labels, test_file: Path, run: Pat
         shutil.rmtree(evals / name, ignore_errors=True)  # the student may be new: never resume old answers
         metrics[name] = run_eval(EvalConfig(model=model, adapter=adapter, data=test_file, task=cfg.task, out=evals / name,
                                             max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size, seed=cfg.seed,
-                                            device=cfg.device))
+                                            device=cfg.device, images_root=LABELLED_ROOT))
     compared = {"teacher": str(cfg.out / "compare" / "comparison.md"), "base": str(cfg.out / "compare_base" / "comparison.md")}
     compare(evals / "teacher", evals / "student", cfg.out / "compare", _prices(cfg), names=("teacher", "student"),
             prices_a=_teacher_prices(cfg))

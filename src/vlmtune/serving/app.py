@@ -27,35 +27,46 @@ from vlmtune.serving.auth import check_key
 from vlmtune.serving.engine import Engine, Job
 from vlmtune.serving.images import ImageLimits
 from vlmtune.serving.metrics import CONTENT_TYPE, Metrics
+from vlmtune.serving.registry import EngineRegistry
 from vlmtune.serving.request_log import RequestLog
 
 log = logging.getLogger(__name__)
 
 
-def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
-    """A FastAPI app serving `engine` (loaded from `cfg` when not given); the engine runs while the app does."""
+def create_app(cfg: ServeConfig, engine: Engine | None = None, registry: EngineRegistry | None = None) -> FastAPI:
+    """A FastAPI app serving `engine` (loaded from `cfg` when not given), or every engine of `registry`
+    (the service fills it with one engine per deployment); engines run while the app does."""
     metrics = Metrics()
-    engine = engine or Engine.load(cfg, metrics)
-    engine.metrics = metrics
+    if registry is None:
+        engine = engine or Engine.load(cfg, metrics)
+        engine.metrics = metrics
+        registry = EngineRegistry.single(engine)
+    registry.metrics = metrics
     limits = ImageLimits(cfg.max_image_bytes, cfg.max_image_pixels, cfg.max_images, cfg.allow_local_images)
     started = int(time.time())
     request_log = RequestLog(cfg.invocation_log) if cfg.invocation_log else None
 
     @asynccontextmanager
     async def lifespan(app):
-        engine.start()
+        registry.start()
         yield
-        engine.stop()
+        registry.stop()
         if request_log is not None:
             request_log.close()
 
     app = FastAPI(title="vlmtune", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.engine, app.state.metrics = engine, metrics
+    app.state.engine, app.state.registry, app.state.metrics = engine, registry, metrics
 
-    async def run(job: Job) -> Generation:
+    def submit(job: Job, requested: str):
+        """Queue a job on the engine that serves `requested`, looked up at the last moment (a deployment's
+        engine may have been swapped while the request was read)."""
+        target, job.model_id = registry.resolve(requested)
+        return target.submit(job)
+
+    async def run(job: Job, requested: str) -> Generation:
         """Queue a job and wait for it, within the request timeout."""
         job.deadline = time.monotonic() + cfg.request_timeout
-        future = engine.submit(job)
+        future = submit(job, requested)
         try:
             gen = await asyncio.wait_for(asyncio.wrap_future(future), cfg.request_timeout)
         except TimeoutError:
@@ -65,22 +76,22 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "models": engine.model_ids, "queue_depth": engine.queue_depth}
+        return {"status": "ok", "models": registry.model_ids, "queue_depth": registry.queue_depth}
 
     @app.get("/metrics")
     async def prometheus(request: Request):
         check_key(request.headers.get("authorization"), cfg.api_key, allow_sigv4=False)
-        return Response(metrics.render(engine.queue_depth), media_type=CONTENT_TYPE)
+        return Response(metrics.render(registry.queue_depth), media_type=CONTENT_TYPE)
 
     @app.get("/v1/models")
     async def list_models(request: Request):
         check_key(request.headers.get("authorization"), cfg.api_key, allow_sigv4=False)
-        return openai_api.model_list(engine.model_ids, started)
+        return openai_api.model_list(registry.model_ids, started)
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str, request: Request):
         check_key(request.headers.get("authorization"), cfg.api_key, allow_sigv4=False)
-        engine.check_model(model_id)
+        registry.resolve(model_id)
         return openai_api.model_list([model_id], started)["data"][0]
 
     @app.post("/v1/chat/completions")
@@ -88,19 +99,19 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         check_key(request.headers.get("authorization"), cfg.api_key, allow_sigv4=False)
         body = await read_json(request, cfg.max_body_bytes)
         req, job = await asyncio.to_thread(openai_api.parse_chat_request, body, limits, cfg.max_tokens)
-        engine.check_model(job.model_id)
+        target, _ = registry.resolve(req.model)
         if job.schema is not None:
-            job.constraint = await asyncio.to_thread(engine.make_constraint, job.schema)
+            job.constraint = await asyncio.to_thread(target.make_constraint, job.schema)
         cid = openai_api.completion_id()
         if req.stream:
             loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
             job.on_text = lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece)
             job.deadline = time.monotonic() + cfg.request_timeout
-            future = engine.submit(job)  # before the response starts, so a refusal is still an HTTP error
+            future = submit(job, req.model)  # before the response starts, so a refusal is still an HTTP error
             # Pieces are queued from the worker thread before the future resolves, so None comes last.
             future.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
             return StreamingResponse(stream(job, future, pieces, cid, req), media_type="text/event-stream")
-        gen = await run(job)
+        gen = await run(job, req.model)
         return openai_api.completion_response(cid, req.model, gen)
 
     async def stream(job: Job, future, pieces: asyncio.Queue, cid: str, req):
@@ -130,10 +141,10 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
     async def converse(model_id: str, request: Request):
         check_key(request.headers.get("authorization"), cfg.api_key, allow_sigv4=True)
         start = time.perf_counter()
-        engine.check_model(model_id)
+        registry.resolve(model_id)
         body = await read_json(request, cfg.max_body_bytes)
         job = await asyncio.to_thread(converse_api.parse_converse_request, model_id, body, limits, cfg.max_tokens)
-        gen = await run(job)
+        gen = await run(job, model_id)
         response = converse_api.converse_response(gen, round((time.perf_counter() - start) * 1000))
         request_id = str(uuid.uuid4())
         if request_log is not None:
