@@ -8,12 +8,15 @@ the deployment of the first distillation's student.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import random
 from pathlib import Path
 
 import boto3
 import pytest
+from PIL import Image
 
 from service_fixtures import API_KEY, IdleExecutor, bedrock, job_request, job_status, running_service, wait_for
 from teacher_stub import Stub, colour_image, create_stub, write_prompts
@@ -210,3 +213,64 @@ def test_a_distillation_from_the_services_invocation_logs_with_a_deployed_teache
     assert calls["answered"] + calls["failed"] == 12 and calls["calls"] == calls["answered"] + 4 * calls["failed"]
     labelled = report["data"]["labelled"]
     assert labelled["train"] + labelled["validation"] + report["held_out"]["n"] == calls["answered"]
+
+
+# ---------------------------------------------------------------------------------------- the worker's pieces
+def test_documents_are_staged_with_absolute_images_and_validated_as_documents(tmp_path):
+    from vlmtune.service.staging import stage_dataset, validate_datasets
+
+    docs = _documents(tmp_path / "data", 3, seed=4)
+    lines = docs.read_text().splitlines()
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buf, format="PNG")
+    inline = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    lines.append(json.dumps({"input": "inline", "images": [inline]}))
+    docs.write_text("\n".join(lines) + "\n")
+    staged = stage_dataset(str(docs), tmp_path / "job" / "train.jsonl")
+    images = [json.loads(line)["images"][0] for line in staged.read_text().splitlines()]
+    assert all(Path(i).is_absolute() and Path(i).is_file() for i in images[:3]) and images[3] == inline
+    assert validate_datasets([(str(docs), staged)], tmp_path / "report.txt", fmt="auto") is None
+    # Read as bedrock-conversation-2024 (what FINE_TUNING takes) the same file is refused, line by line.
+    assert validate_datasets([(str(docs), staged)], tmp_path / "report.txt").startswith("validation failed with 4 error(s)")
+
+
+def test_unanswered_prompts_pass_a_distillations_validation_only(tmp_path):
+    from vlmtune.service.staging import stage_dataset, validate_datasets
+
+    prompts = write_prompts(tmp_path / "data", 3, seed=1)
+    staged = stage_dataset(str(prompts), tmp_path / "job" / "train.jsonl")
+    assert validate_datasets([(str(prompts), staged)], tmp_path / "r.txt", ignore=("last-not-assistant",)) is None
+    assert "last-not-assistant" in validate_datasets([(str(prompts), staged)], tmp_path / "r.txt")
+
+
+def test_invocation_logs_are_staged_from_a_folder_or_one_file_once(tmp_path):
+    from vlmtune.service.staging import stage_logs
+
+    (tmp_path / "logs" / "2026").mkdir(parents=True)
+    (tmp_path / "logs" / "2026" / "a.jsonl").write_text("{}\n")
+    (tmp_path / "one.jsonl").write_text("{}\n{}\n")
+    folder = stage_logs(str(tmp_path / "logs"), tmp_path / "job" / "logs")
+    assert [p.relative_to(folder).as_posix() for p in folder.rglob("*.jsonl")] == ["2026/a.jsonl"]
+    single = stage_logs(str(tmp_path / "one.jsonl"), tmp_path / "job2" / "logs")
+    assert (single / "one.jsonl").read_text() == "{}\n{}\n"
+    (tmp_path / "one.jsonl").write_text("changed\n")  # a resumed job distills the logs it started with
+    assert (stage_logs(str(tmp_path / "one.jsonl"), tmp_path / "job2" / "logs") / "one.jsonl").read_text() == "{}\n{}\n"
+
+
+def test_a_job_becomes_the_options_of_vlmtune_distill(tmp_path, monkeypatch):
+    from vlmtune.distillation import DistillConfig
+    from vlmtune.service.distill import distill_values
+
+    monkeypatch.setenv("VLMTUNE_TEACHER_API_KEY", "sk-test")
+    spec = {"base": {"source": "tiny", "adapter": None}, "hyperParameters": {"epochCount": "2", "task": "docvqa"},
+            "trainingData": "/p.jsonl", "teacher": {"api": "openai", "model": "big", "baseUrl": "http://h/v1", "maxResponseLength": 64}}
+    cfg = DistillConfig.model_validate(distill_values(spec, tmp_path, [("/p.jsonl", tmp_path / "p.jsonl"), ("/v.jsonl", tmp_path / "v.jsonl")], None))
+    assert (cfg.prompts, cfg.val_data, cfg.epochs, cfg.task) == (tmp_path / "p.jsonl", tmp_path / "v.jsonl", 2, "docvqa")
+    assert (cfg.teacher_api, cfg.teacher_model, cfg.teacher_base_url, cfg.teacher_api_key, cfg.max_response_length) == (
+        "openai", "big", "http://h/v1", "sk-test", 64)
+    logs = {"invocationLogSource": {"s3Uri": "/logs"}, "usePromptResponse": True, "requestMetadataFilters": {"equals": {"a": "b"}}}
+    spec |= {"trainingData": None, "invocationLogs": logs, "teacher": {"api": "local", "source": "/m", "adapter": "/m/adapter"}}
+    cfg = DistillConfig.model_validate(distill_values(spec, tmp_path, [("/v.jsonl", tmp_path / "v.jsonl")], tmp_path / "logs"))
+    assert (cfg.prompts, cfg.invocation_logs, cfg.val_data, cfg.use_prompt_response) == (None, tmp_path / "logs", tmp_path / "v.jsonl", True)
+    assert cfg.request_metadata_filters.matches({"a": "b"}) and not cfg.request_metadata_filters.matches({"a": "c"})
+    assert (cfg.teacher_api, cfg.teacher_model, str(cfg.teacher_adapter), cfg.max_response_length) == ("local", "/m", "/m/adapter", 512)
