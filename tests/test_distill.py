@@ -18,6 +18,7 @@ from vlmtune.data.formats.bedrock import read_bedrock
 from vlmtune.distillation import DistillConfig, run_distillation
 from vlmtune.errors import VlmtuneError
 from vlmtune.serving.app import BackgroundServer
+from vlmtune.training.metric_logging import TRAIN_CSV, read_csv
 
 # Small and quick: the plumbing, not the learning (that is the slow test at the end).
 QUICK = ["--epochs", "1", "--batch-size", "8", "--warmup-steps", "0", "--test-fraction", "0.25", "--val-fraction", "0.1",
@@ -150,6 +151,26 @@ task: chartqa
     assert report["data"]["splits"] == {"train": 10, "validation": 3, "test": 4} and report["data"]["labelled"] == {"train": 10, "validation": 3}
     assert report["held_out"]["reference"] == "the golden answers of the held-out prompts"
     assert report["student"]["steps"] == 2
+
+
+@pytest.mark.slow  # two distillations, about 40 s
+def test_a_stopped_distillation_resumes_its_student_without_asking_again(tmp_path, stub, capfd):
+    """What a service job's Stop (or the service's restart) does: the student checkpoints and the call returns None;
+    the same call later resumes the student from that checkpoint, every answer from the cache."""
+    cfg = DistillConfig(prompts=write_prompts(tmp_path / "data", 24, seed=2), out=tmp_path / "out", teacher_model="stub",
+                        teacher_base_url=stub.url + "/v1", epochs=2, batch_size=8, warmup_steps=0, test_fraction=0.25,
+                        max_new_tokens=4, save_every_steps=1)
+    asked = []
+    assert run_distillation(cfg, should_stop=lambda: asked.append(1) or True) is None
+    calls = stub.total
+    student = tmp_path / "out" / "student"
+    assert asked == [1] and not (student / "run_complete.json").exists() and list((student / "checkpoints").iterdir())
+    capfd.readouterr()
+    result = run_distillation(cfg)
+    assert stub.total == calls and result.report["teacher_calls"]["calls"] == 0  # nothing paid for twice
+    assert "resuming from" in "".join(capfd.readouterr())  # from the checkpoint, not started over
+    assert result.report["student"]["steps"] == 4 and result.weights.is_dir()
+    assert [r["step_number"] for r in read_csv(student / TRAIN_CSV)] == [1, 2, 3, 4]
 
 
 def test_answer_schema_filter(tmp_path, stub):
