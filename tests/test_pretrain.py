@@ -4,6 +4,7 @@ forms, the data it reads and refuses, and a real run whose loss on a held-out te
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 
@@ -160,3 +161,39 @@ def test_pretrain_refuses_conversations(tmp_path, line, message):
 def test_pretrain_has_no_answers_to_score(tmp_path):
     result = CliRunner().invoke(main, ["train", "--objective", "pretrain", "--train-data", "x.jsonl", "--generate-eval-task", "chartqa"])
     assert result.exit_code == 2 and "expected none with objective pretrain" in result.output
+
+
+def test_packing_joins_text_documents_up_to_max_length_and_leaves_image_ones():
+    from vlmtune.training.data import pack_documents
+
+    model, processor = tiny_family("llava")
+    texts = _invoice_lines(9, seed=3)
+    docs = [encode_pretraining(processor, document(TextPart(t)), []) for t in texts]
+    with_image = encode_pretraining(processor, document(ImagePart("a.png", "png"), TextPart(TEXT)), [IMAGE])
+    examples = docs[:4] + [with_image] + docs[4:]
+    limit = sum(len(d["input_ids"]) for d in docs[:2]) + 1  # two documents fit, three do not (they are about equal)
+    packed = pack_documents(examples, limit)
+    assert all(len(p["input_ids"]) <= limit for p in packed if "pixel_values" not in p)
+    assert packed[2] is with_image and len(packed) < len(examples)
+    # Nothing lost, nothing added: the packed sequences are the documents end to end, labels and all.
+    text_only = [p for p in packed if "pixel_values" not in p]
+    for key in ("input_ids", "labels", "attention_mask"):
+        assert torch.equal(torch.cat([p[key] for p in text_only]), torch.cat([d[key] for d in docs]))
+    eos = processor.tokenizer.eos_token_id
+    assert sum(int((p["labels"] == eos).sum()) for p in text_only) == len(docs)  # each document's end still trains
+
+
+def test_packing_is_for_pretraining_only():
+    result = CliRunner().invoke(main, ["train", "--train-data", "x.jsonl", "--packing"])
+    assert result.exit_code == 2 and "option 'packing': expected only with objective pretrain" in result.output
+
+
+@pytest.mark.slow  # a training run, 20-40 s on a busy machine
+def test_a_packed_run_takes_fewer_steps(tmp_path):
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"input": t}) + "\n" for t in _invoice_lines(32, seed=4)))
+    result = CliRunner().invoke(main, ["train", "--objective", "pretrain", "--model", "tiny", "--train-data", str(tmp_path / "train.jsonl"),
+                                       "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "8", "--max-length", "128", "--packing"])
+    assert result.exit_code == 0, result.output
+    packed = int(re.search(r"packing: 32 documents into (\d+) sequences of at most 128 tokens", result.output).group(1))
+    # Unpacked, 32 documents of about 30 tokens are 4 batches of 8; packed, about four share a sequence.
+    assert packed < 16 and json.loads((tmp_path / "run" / "run_complete.json").read_text())["steps"] == math.ceil(packed / 8) < 4

@@ -122,12 +122,16 @@ class TrainConfig(Hyperparameters):
     objective: Literal["fine-tune", "pretrain"] = Field(
         "fine-tune", description="fine-tune: loss on assistant turns (chat data); pretrain: continued pre-training on "
         "{\"input\": text} lines (with optional \"images\"), loss on every text token, never on images (service: CONTINUED_PRE_TRAINING)")
+    packing: bool = Field(False, description="objective pretrain: join consecutive text-only documents into sequences of up to max_length "
+                          "tokens (fewer, fuller batches); documents with images are never packed")
 
     @model_validator(mode="after")
     def _check_objective(self):
         if self.objective == "pretrain" and self.generate_eval_task:
             raise ValueError("option 'generate_eval_task': expected none with objective pretrain (documents have no answers to score), "
                              f"found {self.generate_eval_task!r}")
+        if self.packing and self.objective != "pretrain":
+            raise ValueError("option 'packing': expected only with objective pretrain (conversations are never packed), found objective fine-tune")
         return self
 
 

@@ -57,7 +57,8 @@ def check_request(req: CreateCustomizationJob) -> None:
 def check_hyperparameters(kind: str, hyper: dict[str, str]) -> dict:
     """`hyperParameters` (the service's names, or vlmtune's own) checked as the command's config checks them."""
     config, job_fields = (DistillConfig, _DISTILL_JOB_FIELDS) if kind == "DISTILLATION" else (TrainConfig, _JOB_FIELDS)
-    fields = Hyperparameters.model_fields | (DistillConfig.model_fields if kind == "DISTILLATION" else {})
+    extra_fields = {"DISTILLATION": DistillConfig.model_fields, "CONTINUED_PRE_TRAINING": {"packing": TrainConfig.model_fields["packing"]}}
+    fields = Hyperparameters.model_fields | extra_fields.get(kind, {})
     known = set(fields) - job_fields
     aliases = {a for name, f in fields.items() if name not in job_fields for a in getattr(f.validation_alias, "choices", [])}
     for key in hyper:
@@ -66,7 +67,8 @@ def check_hyperparameters(kind: str, hyper: dict[str, str]) -> dict:
             raise ValidationError(f"hyperParameters: {key!r} is not a hyperparameter of {kind}; expected the service's names "
                                   "(epochCount, batchSize, learningRate, learningRateWarmupSteps, learningRateMultiplier, "
                                   f"earlyStoppingThreshold, earlyStoppingPatience) or a vlmtune training option (method, lora_rank, ...){extra}")
-    placeholders = {"prompts": "prompts.jsonl", "teacher_model": "teacher"} if kind == "DISTILLATION" else {"train_data": "train.jsonl"}
+    placeholders = {"DISTILLATION": {"prompts": "prompts.jsonl", "teacher_model": "teacher"},
+                    "CONTINUED_PRE_TRAINING": {"train_data": "train.jsonl", "objective": "pretrain"}}.get(kind, {"train_data": "train.jsonl"})
     try:
         cfg = load_config(config, None, dict(hyper) | placeholders)
         check_method_possible(cfg.method)

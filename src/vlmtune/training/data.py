@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from vlmtune.data.images import capped_size, load_record_images
@@ -62,6 +63,40 @@ def encode_dataset(processor, records: list[Record], images_root: Path, max_leng
     if not out.examples and records:
         raise VlmtuneError(f"{description}: every record was dropped ({dict(out.dropped)}); nothing to train on")
     return out
+
+
+TEXT_ONLY = frozenset({"input_ids", "attention_mask", "labels"})
+
+
+def pack_documents(examples: list[dict], max_length: int) -> list[dict]:
+    """Continued pre-training's packing: consecutive text-only documents joined into sequences of at most
+    max_length tokens, so batches carry text rather than padding (each document keeps its bos and trained eos,
+    so where one ends is still learnt; as in HF's run_clm, a document may attend to the ones before it).
+
+    Documents with images, and any example whose family adds other inputs, stay as they are: an image's pixel
+    values and masks belong to one sequence.
+    """
+    packed, run, length = [], [], 0
+
+    def flush():
+        nonlocal length
+        if run:
+            packed.append({k: torch.cat([e[k] for e in run]) for k in TEXT_ONLY})
+            run.clear()
+            length = 0
+
+    for example in examples:
+        n = len(example["input_ids"])
+        if set(example) != TEXT_ONLY:
+            flush()
+            packed.append(example)
+            continue
+        if length + n > max_length:
+            flush()
+        run.append(example)
+        length += n
+    flush()
+    return packed
 
 
 def label_tokens(example: dict) -> int:

@@ -27,10 +27,10 @@ from vlmtune.evaluation.run import evaluate_records
 from vlmtune.io import write_json, write_text
 from vlmtune.models.encode import collate
 from vlmtune.models.loading import count_parameters, save_pretrained, write_base_identity
-from vlmtune.progress import progress_bar, quiet_libraries
+from vlmtune.progress import console, progress_bar, quiet_libraries
 from vlmtune.reports.plots import loss_curve
 from vlmtune.training import checkpoint as ckpt
-from vlmtune.training.data import EncodedSet, encode_dataset, label_tokens
+from vlmtune.training.data import EncodedSet, encode_dataset, label_tokens, pack_documents
 from vlmtune.training.disk import disk_full_guard, nbytes
 from vlmtune.training.early_stopping import EarlyStopping
 from vlmtune.training.metric_logging import (
@@ -80,12 +80,14 @@ class StepStats:
 @quiet_libraries()
 def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameters, out_dir: Path,
              *, resume: bool = True, should_stop: Callable[[], bool] | None = None,
-             objective: str = "fine-tune") -> TrainResult:
+             objective: str = "fine-tune", packing: bool = False) -> TrainResult:
     """Fine-tune `model` on `train` (validating on `val`), writing everything into `out_dir`.
 
     `should_stop` is asked after every optimizer step; when it says yes the run checkpoints and returns
     unfinished (`interrupted`), so the same run resumes later from exactly there.
     `objective` "pretrain" is continued pre-training: records are documents, the loss is on their text tokens.
+    `packing` (pretrain only) joins the training set's text-only documents into max_length sequences; the
+    validation set is left as it is, so its loss compares with an unpacked run's.
     """
     # ------------------------------------------------------------------ setup
     torch.manual_seed(hp.seed)
@@ -106,6 +108,10 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
     trainable, total = count_parameters(model)
     limits = (hp.max_length, hp.on_too_long, hp.max_pixels)
     train_set = encode_dataset(processor, train, images_root, *limits, "encoding train", objective)
+    if packing:
+        documents = len(train_set)
+        train_set.examples = pack_documents(train_set.examples, hp.max_length)
+        console.print(f"packing: {documents} documents into {len(train_set)} sequences of at most {hp.max_length} tokens")
     val_set = encode_dataset(processor, val, images_root, *limits, "encoding validation", objective) if val else EncodedSet([])
     optimizer = build_optimizer(model, hp)
     steps_per_epoch = math.ceil(len(train_set) / hp.batch_size)

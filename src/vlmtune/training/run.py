@@ -151,7 +151,7 @@ def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None) -> Tr
         state.wait_for_everyone()
         try:
             return finetune(model, processor, train_records, val_records, Path("/"), cfg, cfg.output, resume=True,
-                            should_stop=should_stop, objective=cfg.objective)
+                            should_stop=should_stop, objective=cfg.objective, packing=cfg.packing)
         except BaseException:
             if state.is_main_process and not resume and not list_checkpoints(cfg.output):
                 shutil.rmtree(cfg.output, ignore_errors=True)  # a run that failed before its first checkpoint leaves nothing
