@@ -94,6 +94,27 @@ def test_accepted_jobs_describe_their_type_and_teacher(idle):
         "accepted-d": "DISTILLATION", "accepted-logs": "DISTILLATION", "accepted-cpt": "CONTINUED_PRE_TRAINING"}
 
 
+def test_the_jobs_create_command_submits_each_type(idle):
+    from click.testing import CliRunner
+
+    from vlmtune.cli import main
+
+    args = ["--endpoint", idle.meta.endpoint_url, "--api-key", API_KEY, "--training-data", "/p.jsonl", "--output", "/out"]
+    runner = CliRunner()
+    done = runner.invoke(main, ["jobs", "create", "--name", "cli-distill", "--customization-type", "DISTILLATION", "--teacher", "tiny",
+                                "--max-response-length", "32", "-p", "task=docvqa", *args])
+    assert done.exit_code == 0, done.output
+    job = idle.get_model_customization_job(jobIdentifier="cli-distill")
+    assert job["customizationType"] == "DISTILLATION" and job["customizationConfig"] == _teacher("tiny", maxResponseLengthForInference=32)
+    done = runner.invoke(main, ["jobs", "create", "--name", "cli-cpt", "--customization-type", "CONTINUED_PRE_TRAINING", "-p", "packing=true", *args])
+    assert done.exit_code == 0, done.output
+    assert idle.get_model_customization_job(jobIdentifier="cli-cpt")["customizationType"] == "CONTINUED_PRE_TRAINING"
+    refused = runner.invoke(main, ["jobs", "create", "--name", "cli-ft", "--teacher", "tiny", *args])
+    assert refused.exit_code == 1 and "customizationConfig: expected only with customizationType DISTILLATION" in refused.output
+    refused = runner.invoke(main, ["jobs", "create", "--name", "cli-ft", "-p", "packing=true", *args])
+    assert refused.exit_code == 1 and "'packing' is not a hyperparameter of FINE_TUNING" in refused.output
+
+
 # ---------------------------------------------------------------------------------------- real jobs
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import click
 from pydantic import Field
@@ -28,6 +29,12 @@ class JobOptions(ClientOptions):
     role_arn: str = Field("arn:aws:iam::000000000000:role/vlmtune", description="roleArn (required by the API; vlmtune assumes no role)")
     hyper_parameter: dict[str, str] = Field(default_factory=dict, json_schema_extra={"short": "-p", "metavar": "KEY=VALUE"},
                                             description="a hyperparameter, the service's name or vlmtune's (epochCount=2, method=lora); repeatable")
+    customization_type: Literal["FINE_TUNING", "CONTINUED_PRE_TRAINING", "DISTILLATION"] = Field(
+        "FINE_TUNING", description="customizationType: FINE_TUNING (conversations), CONTINUED_PRE_TRAINING ({\"input\": text} documents), "
+        "DISTILLATION (prompts a teacher answers)")
+    teacher: str | None = Field(None, description="DISTILLATION: teacherModelIdentifier, a deployment, custom or imported model of the "
+                                "service, or an OpenAI-compatible endpoint as URL#model")
+    max_response_length: int | None = Field(None, ge=1, description="DISTILLATION: maxResponseLengthForInference, the teacher's answer cap in tokens")
 
 
 @click.group("jobs")
@@ -37,13 +44,20 @@ def jobs_group() -> None:
 
 @config_command(JobOptions, "create")
 def create(opts: JobOptions) -> None:
-    """Submit a FINE_TUNING job; prints its ARN."""
+    """Submit a customization job (FINE_TUNING, CONTINUED_PRE_TRAINING or DISTILLATION); prints its ARN."""
     remote = opts.remote()
     params = {"jobName": opts.name, "customModelName": opts.model_name or f"{opts.name}-model", "roleArn": opts.role_arn,
               "baseModelIdentifier": opts.base_model, "trainingDataConfig": {"s3Uri": opts.training_data},
               "outputDataConfig": {"s3Uri": opts.output}, "hyperParameters": opts.hyper_parameter}
     if opts.validation_data:
         params["validationDataConfig"] = {"validators": [{"s3Uri": opts.validation_data}]}
+    params["customizationType"] = opts.customization_type
+    if opts.max_response_length and not opts.teacher:
+        raise VlmtuneError("option '--max-response-length': expected with --teacher (a DISTILLATION job's teacher), found no --teacher")
+    if opts.teacher:  # the service refuses a teacher for other types, by name
+        teacher = {"teacherModelIdentifier": opts.teacher} | (
+            {"maxResponseLengthForInference": opts.max_response_length} if opts.max_response_length else {})
+        params["customizationConfig"] = {"distillationConfig": {"teacherModelConfig": teacher}}
     response = remote.call("create_model_customization_job", **params)
     click.echo(response if remote.as_json else response["jobArn"])
 
