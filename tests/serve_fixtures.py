@@ -55,8 +55,9 @@ def shared_server() -> Served:
     from vlmtune.models.loading import attach_adapters
     from vlmtune.models.tiny import build_tiny
     from vlmtune.serving import ServeConfig
-    from vlmtune.serving.app import BackgroundServer, create_app
+    from vlmtune.serving.app import create_app
     from vlmtune.serving.engine import Engine
+    from vlmtune.serving.server import BackgroundServer
 
     root = Path(tempfile.mkdtemp(prefix="vlmtune-serve-"))
     (root / "images").mkdir()

@@ -14,8 +14,9 @@ import openai
 from serve_fixtures import API_KEY, served  # noqa: F401 - served is a fixture
 from vlmtune.models.generate import Generation
 from vlmtune.serving import ServeConfig
-from vlmtune.serving.app import BackgroundServer, create_app
+from vlmtune.serving.app import create_app
 from vlmtune.serving.engine import Engine
+from vlmtune.serving.server import BackgroundServer
 
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 
@@ -78,6 +79,9 @@ class SlowEngine(Engine):
     def __init__(self, seconds: float, **kwargs):
         super().__init__(None, SimpleNamespace(image_token="<image>"), "slow", **kwargs)
         self.seconds = seconds
+
+    def encode(self, job):
+        pass  # no model, no prompt to encode
 
     def _generate(self, batch):
         time.sleep(self.seconds)

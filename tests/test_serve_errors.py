@@ -101,7 +101,6 @@ CONVERSE_CASES = [
     ("unknown model", "/model/nope/converse", converse(), AUTH, 404, "not found"),
     ("no key", "/model/tiny/converse", converse(), {}, 401, "missing API key"),
     ("wrong SigV4 key", "/model/tiny/converse", converse(), {"authorization": "AWS4-HMAC-SHA256 Credential=AKIDWRONG/20250101/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=00"}, 401, "invalid API key"),
-    ("converse-stream", "/model/tiny/converse-stream", converse(), AUTH, 400, "not supported"),
 ]
 
 
