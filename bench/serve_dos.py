@@ -61,6 +61,8 @@ def post(url: str, body: dict, timeout: float) -> str:
 
 
 def hostile_body(case: str) -> dict:
+    if case == "messages-1001":  # under max_messages: encoded, then over the tiny model's 1,024-token context
+        return {"model": "tiny", "messages": turns(1001), "max_tokens": 8}
     if case == "messages-2001":
         return {"model": "tiny", "messages": turns(2001), "max_tokens": 8}
     if case == "messages-10001":
@@ -121,13 +123,12 @@ def random_paths(url: str, n: int = 2000) -> str:
 
 def quick(url: str, case: str) -> str:
     """The status of a request that must be a 4xx (issue 10.9 and 9.5)."""
-    schema: dict = {"type": "object"}
-    for _ in range(2000):
-        schema = {"type": "object", "properties": {"a": schema}}
+    schema = b'{"type": "object", "properties": {"a": ' * 2000 + b"{}" + b"}}" * 2000  # json.dumps stops near 1,000
+    fmt = b'{"type": "json_schema", "json_schema": {"name": "x", "schema": ' + schema + b"}}"
     bodies = {
         "surrogate": b'{"model": "tiny", "messages": [{"role": "user", "content": "\\ud800"}], "max_tokens": 2}',
         "seed-5000-digits": b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "seed": ' + b"9" * 5000 + b"}",
-        "schema-2000-deep": json.dumps({**NORMAL, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}).encode(),
+        "schema-2000-deep": json.dumps(NORMAL).encode()[:-1] + b', "response_format": ' + fmt + b"}",
     }
     r = httpx.post(url + "/v1/chat/completions", content=bodies[case], headers={"content-type": "application/json"}, timeout=60)
     return str(r.status_code)
@@ -200,7 +201,7 @@ def run_case(case: str, wait: float) -> list[str]:
     return [case, outcome.get("hostile", "still running"), waited_text, f"{state['health']:.2f}", f"{rss_before:.0f} -> {state['rss']:.0f}"]
 
 
-CASES = ["messages-2001", "text-160k", "messages-10001", "pngs-20x4096", "stream-disconnect", "body-stops-midway",
+CASES = ["messages-1001", "messages-2001", "text-160k", "messages-10001", "pngs-20x4096", "stream-disconnect", "body-stops-midway",
          "json-100k-deep", "surrogate", "seed-5000-digits", "schema-2000-deep", "random-paths-2000"]
 
 
