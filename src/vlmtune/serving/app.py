@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
@@ -51,27 +53,30 @@ def create_app(cfg: ServeConfig, engine: ServingEngine | None = None) -> FastAPI
     app = FastAPI(title="vlmtune", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.metrics, app.state.config = engine, metrics, cfg
 
-    async def body_of(request: Request) -> tuple[object, float]:
-        """The checked JSON body, and the request's deadline, which starts once the body is in."""
+    async def queue(request: Request, parse, streamed) -> tuple[object, Job, Future | streams.JobStream]:
+        """Read, parse (in a thread) and encode a request, then queue its job: (the request, the job, its
+        future, or a JobStream when `streamed(request)`). The deadline starts once the body is in."""
+        arrived = time.monotonic()
         body = await read_json(request, cfg.max_body_bytes, cfg.body_timeout)
-        return body, time.monotonic() + cfg.request_timeout
+        deadline = time.monotonic() + cfg.request_timeout
+        with engine.incoming(arrived):  # the worker may hold its batch for this request meanwhile
+            req, job = await asyncio.to_thread(parse, body)
+            engine.check_model(job.model_id)
+            job.deadline, job.arrived = deadline, arrived
+            if job.schema is not None:
+                job.constraint = await asyncio.to_thread(engine.make_constraint, job.schema)
+            await asyncio.to_thread(engine.encode, job)
+            return req, job, streams.JobStream(engine, job) if streamed(req) else engine.submit(job)
 
-    async def prepare(job: Job, deadline: float) -> None:
-        """Compile the job's schema and encode its prompt, off the event loop."""
-        job.deadline = deadline
-        if job.schema is not None:
-            job.constraint = await asyncio.to_thread(engine.make_constraint, job.schema)
-        await asyncio.to_thread(engine.encode, job)
-
-    async def run(job: Job, request: Request) -> Generation:
-        """Queue a job and wait for it, until its deadline or until the client disconnects."""
-        answer = asyncio.ensure_future(asyncio.wrap_future(engine.submit(job)))
+    async def answer(job: Job, future: Future, request: Request) -> Generation:
+        """Wait for a queued job, until its deadline or until the client disconnects."""
+        result = asyncio.ensure_future(asyncio.wrap_future(future))
         left = asyncio.ensure_future(_disconnected(request))
-        done, _ = await asyncio.wait({answer, left}, timeout=max(job.deadline - time.monotonic(), 0),
+        done, _ = await asyncio.wait({result, left}, timeout=max(job.deadline - time.monotonic(), 0),
                                      return_when=asyncio.FIRST_COMPLETED)
         left.cancel()
-        if answer in done:
-            return answer.result()
+        if result in done:
+            return result.result()
         job.cancel()
         if left in done:
             raise ClientDisconnect()
@@ -100,36 +105,31 @@ def create_app(cfg: ServeConfig, engine: ServingEngine | None = None) -> FastAPI
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         check_key(request.headers.get("authorization"), cfg.api_key, allow_sigv4=False)
-        body, deadline = await body_of(request)
-        req, job = await asyncio.to_thread(openai_api.parse_chat_request, body, limits, cfg.max_tokens, cfg.max_messages)
-        engine.check_model(job.model_id)
-        await prepare(job, deadline)
+        parse = partial(openai_api.parse_chat_request, limits=limits, max_tokens_cap=cfg.max_tokens, max_messages=cfg.max_messages)
+        req, job, queued = await queue(request, parse, lambda req: req.stream)
         cid = openai_api.completion_id()
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            events = streams.openai_sse(streams.JobStream(engine, job), cid, req.model, include_usage, cfg.request_timeout)
+            events = streams.openai_sse(queued, cid, req.model, include_usage, cfg.request_timeout)
             return StreamingResponse(events, media_type="text/event-stream")
-        return openai_api.completion_response(cid, req.model, await run(job, request))
+        return openai_api.completion_response(cid, req.model, await answer(job, queued, request))
 
-    async def converse_job(model_id: str, request: Request) -> Job:
+    def converse_parser(model_id: str, request: Request):
         check_key(request.headers.get("authorization"), cfg.api_key, allow_sigv4=True)
         engine.check_model(model_id)
-        body, deadline = await body_of(request)
-        job = await asyncio.to_thread(converse_api.parse_converse_request, model_id, body, limits, cfg.max_tokens,
-                                      cfg.max_messages)
-        await prepare(job, deadline)
-        return job
+        return lambda body: (None, converse_api.parse_converse_request(model_id, body, limits, cfg.max_tokens, cfg.max_messages))
 
     @app.post("/model/{model_id:path}/converse")
     async def converse(model_id: str, request: Request):
         start = time.perf_counter()
-        gen = await run(await converse_job(model_id, request), request)
+        _, job, future = await queue(request, converse_parser(model_id, request), lambda _: False)
+        gen = await answer(job, future, request)
         return converse_api.converse_response(gen, round((time.perf_counter() - start) * 1000))
 
     @app.post("/model/{model_id:path}/converse-stream")
     async def converse_stream(model_id: str, request: Request):
         start = time.perf_counter()
-        stream = streams.JobStream(engine, await converse_job(model_id, request))
+        _, _, stream = await queue(request, converse_parser(model_id, request), lambda _: True)
         return StreamingResponse(streams.converse_events(stream, start, cfg.request_timeout), media_type=streams.EVENT_STREAM)
 
     guard.install(app, metrics, guard.AllowedHosts(cfg.host, cfg.allowed_hosts))

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -55,7 +55,7 @@ class Job:
     deadline: float | None = None
     future: Future = field(default_factory=Future)
     inputs: dict | None = None  # the encoded prompt (Engine.encode), which replaces `images`
-    enqueued: float = 0.0
+    arrived: float | None = None  # when its request reached the server (Engine.incoming); else when it was queued
     left: threading.Event = field(default_factory=threading.Event)  # the client disconnected
 
     def cancel(self) -> None:
@@ -130,6 +130,7 @@ class ServingEngine(Protocol):
     metrics: object
 
     def check_model(self, model_id: str) -> None: ...
+    def incoming(self): ...
     def make_constraint(self, schema: dict): ...
     def encode(self, job: Job) -> None: ...
     def submit(self, job: Job) -> Future: ...
@@ -141,7 +142,7 @@ class Engine:
     """Queue, batch and run generation requests on one model and its adapters."""
 
     def __init__(self, model, processor, base_id: str, adapters: list[str] = (), max_batch: int = 16,
-                 max_queue: int = 256, batch_wait_s: float = 0.005, metrics=None, max_prompt_tokens: int | None = None):
+                 max_queue: int = 256, batch_wait_s: float = 0.02, metrics=None, max_prompt_tokens: int | None = None):
         self.model, self.processor, self.base_id = model, processor, base_id
         self.adapters = list(adapters)
         self.max_batch, self.max_queue, self.batch_wait_s = max_batch, max_queue, batch_wait_s
@@ -149,6 +150,7 @@ class Engine:
         self.image_token = image_placeholder(processor)
         self.max_prompt_tokens = _prompt_limit(model, max_prompt_tokens)
         self._pending: deque[Job] = deque()
+        self._incoming: dict[object, float] = {}  # requests being parsed and encoded -> when they arrived
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -200,10 +202,24 @@ class Engine:
         if self.max_prompt_tokens is not None and n > self.max_prompt_tokens:
             raise BadRequest(f"prompt is {n} tokens; the limit is {self.max_prompt_tokens} (max_prompt_tokens)")
 
+    @contextmanager
+    def incoming(self, arrived: float):
+        """Around a request's parsing, encoding and submit: the worker holds a batch for a request that arrived
+        (time.monotonic()) inside the batch window and is still being prepared."""
+        ticket = object()
+        with self._cond:
+            self._incoming[ticket] = arrived
+        try:
+            yield
+        finally:
+            with self._cond:
+                del self._incoming[ticket]
+                self._cond.notify()
+
     def submit(self, job: Job) -> Future:
         """Queue an encoded job; its future resolves to a Generation (or raises BadRequest)."""
         self.check_model(job.model_id)
-        job.enqueued = time.monotonic()
+        job.arrived = job.arrived if job.arrived is not None else time.monotonic()
         with self._cond:
             if len(self._pending) >= self.max_queue:
                 # Jobs whose clients timed out still sit in the queue; they must not hold places in it.
@@ -243,13 +259,7 @@ class Engine:
                 self._cond.wait()
             if self._stopping:
                 return None
-            # Requests sent together arrive a few milliseconds apart: the oldest waits out the batch window
-            # (from its arrival) unless its batch is full first. A streamed job runs alone and never waits.
-            oldest = self._pending[0]
-            until = oldest.enqueued + self.batch_wait_s
-            while (oldest.on_text is None and not self._stopping and time.monotonic() < until
-                   and sum(j.key == oldest.key for j in self._pending) < self.max_batch):
-                self._cond.wait(until - time.monotonic())
+            self._hold_for_batch(self._pending[0])
             key = self._pending[0].key
             batch, rest = [], deque()
             for job in self._pending:
@@ -260,6 +270,20 @@ class Engine:
             self._pending = rest
         # A job whose client timed out was cancelled; set_running also makes later cancels no-ops.
         return [job for job in batch if job.future.set_running_or_notify_cancel()]
+
+    def _hold_for_batch(self, oldest: Job) -> None:
+        """Wait out the batch window (from the oldest job's arrival), and past it for requests that arrived
+        inside it and are still being parsed and encoded, unless the batch fills first: requests sent together
+        reach the queue as far apart as their preparation takes. A streamed job runs alone and never waits."""
+        until = oldest.arrived + self.batch_wait_s
+        while oldest.on_text is None and not self._stopping and sum(j.key == oldest.key for j in self._pending) < self.max_batch:
+            left = until - time.monotonic()
+            if left > 0:
+                self._cond.wait(left)
+            elif any(t <= until for t in self._incoming.values()):
+                self._cond.wait(0.05)  # woken sooner by `incoming` when one is queued or refused
+            else:
+                return
 
     def _run_batch(self, batch: list[Job]) -> None:
         try:
