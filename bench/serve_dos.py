@@ -29,7 +29,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_load import free_port, start_server, wait_healthy  # noqa: E402 - a sibling script, not a package
 
-NORMAL = {"model": "tiny", "messages": [{"role": "user", "content": "Which colour is the tallest bar?"}], "max_tokens": 8, "temperature": 0}
+NORMAL = {"model": "tiny", "messages": [{"role": "user", "content": "Which colour is the tallest bar?"}], "max_tokens": 8,
+          "temperature": 0}
 
 
 def turns(n: int) -> list[dict]:
@@ -198,11 +199,12 @@ def run_case(case: str, wait: float) -> list[str]:
         proc.wait(timeout=30)
     normal, waited = max(probes, key=lambda p: p[1])
     waited_text = f"{waited:.2f}" if normal == "200" else f"> {waited:.0f} ({normal})"
-    return [case, outcome.get("hostile", "still running"), waited_text, f"{state['health']:.2f}", f"{rss_before:.0f} -> {state['rss']:.0f}"]
+    rss = f"{rss_before:.0f} -> {state['rss']:.0f}"
+    return [case, outcome.get("hostile", "still running"), waited_text, f"{state['health']:.2f}", rss]
 
 
-CASES = ["messages-1001", "messages-2001", "text-160k", "messages-10001", "pngs-20x4096", "stream-disconnect", "body-stops-midway",
-         "json-100k-deep", "surrogate", "seed-5000-digits", "schema-2000-deep", "random-paths-2000"]
+CASES = ["messages-1001", "messages-2001", "text-160k", "messages-10001", "pngs-20x4096", "stream-disconnect",
+         "body-stops-midway", "json-100k-deep", "surrogate", "seed-5000-digits", "schema-2000-deep", "random-paths-2000"]
 
 
 def main() -> None:

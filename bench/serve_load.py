@@ -108,9 +108,10 @@ def merge(parts: list[Result]) -> Result:
                   sum(p.batched for p in parts))
 
 
-def start_server(model: str, port: int, max_batch: int) -> subprocess.Popen:
+def start_server(model: str, port: int, max_batch: int, batch_wait_ms: float | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-c", "from vlmtune.cli.main import main; main()", "serve", "--model", model,
            "--host", "127.0.0.1", "--port", str(port), "--max-batch", str(max_batch)]
+    cmd += ["--batch-wait-ms", str(batch_wait_ms)] if batch_wait_ms is not None else []
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -152,13 +153,14 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=64, help="requests per mode")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--batch-wait-ms", type=float, default=None, help="the server's batch window (default: its own)")
     ap.add_argument("--rounds", type=int, default=4, help="sequential and concurrent passes alternate this many times")
     ap.add_argument("--deadline", type=float, default=300, help="seconds per mode; later requests are skipped")
     args = ap.parse_args()
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_server(args.model, port, args.max_batch)
+    proc = start_server(args.model, port, args.max_batch, args.batch_wait_ms)
     try:
         wait_healthy(url, proc)
         bodies = [request_body(i, args.model, args.max_tokens) for i in range(args.requests)]
@@ -172,7 +174,8 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    print(f"model={args.model} max_tokens={args.max_tokens} requests/mode={args.requests} max_batch={args.max_batch} rounds={args.rounds}")
+    print(f"model={args.model} max_tokens={args.max_tokens} requests/mode={args.requests} max_batch={args.max_batch} "
+          f"batch_wait_ms={args.batch_wait_ms or 'default'} rounds={args.rounds}")
     print_table(results)
     speedup = results[1].row()[5], results[0].row()[5]
     print(f"throughput {speedup[0]} vs {speedup[1]} req/s ({float(speedup[0]) / float(speedup[1]):.1f}x)")

@@ -142,7 +142,7 @@ class Engine:
     """Queue, batch and run generation requests on one model and its adapters."""
 
     def __init__(self, model, processor, base_id: str, adapters: list[str] = (), max_batch: int = 16,
-                 max_queue: int = 256, batch_wait_s: float = 0.02, metrics=None, max_prompt_tokens: int | None = None):
+                 max_queue: int = 256, batch_wait_s: float = 0.05, metrics=None, max_prompt_tokens: int | None = None):
         self.model, self.processor, self.base_id = model, processor, base_id
         self.adapters = list(adapters)
         self.max_batch, self.max_queue, self.batch_wait_s = max_batch, max_queue, batch_wait_s
@@ -151,6 +151,7 @@ class Engine:
         self.max_prompt_tokens = _prompt_limit(model, max_prompt_tokens)
         self._pending: deque[Job] = deque()
         self._incoming: dict[object, float] = {}  # requests being parsed and encoded -> when they arrived
+        self._free_since = 0.0  # when the last batch ended
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -251,6 +252,7 @@ class Engine:
                 return
             if batch:
                 self._run_batch(batch)
+                self._free_since = time.monotonic()
 
     def _next_batch(self) -> list[Job] | None:
         """The oldest live job and every waiting job compatible with it, up to max_batch; None to stop."""
@@ -272,10 +274,13 @@ class Engine:
         return [job for job in batch if job.future.set_running_or_notify_cancel()]
 
     def _hold_for_batch(self, oldest: Job) -> None:
-        """Wait out the batch window (from the oldest job's arrival), and past it for requests that arrived
-        inside it and are still being parsed and encoded, unless the batch fills first: requests sent together
-        reach the queue as far apart as their preparation takes. A streamed job runs alone and never waits."""
-        until = oldest.arrived + self.batch_wait_s
+        """Wait out the batch window, and past it for requests that arrived inside it and are still being
+        parsed and encoded, unless the batch fills first: requests sent together reach the queue as far apart
+        as their preparation takes. The window starts at the oldest job's arrival, or when the last batch
+        ended if that is later: clients answered by that batch send their next requests right then, and a
+        job that waited through it would otherwise start alone, just before them, again and again. A
+        streamed job runs alone and never waits."""
+        until = max(oldest.arrived, self._free_since) + self.batch_wait_s
         while oldest.on_text is None and not self._stopping and sum(j.key == oldest.key for j in self._pending) < self.max_batch:
             left = until - time.monotonic()
             if left > 0:
