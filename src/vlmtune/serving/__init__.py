@@ -63,8 +63,9 @@ class ServeOptions(BaseModel):
     body_timeout: float = Field(30.0, gt=0, description="seconds a client may take to send a request's body")
     max_batch: int = Field(16, ge=1, description="most requests decoded together in one batch")
     max_queue: int = Field(256, ge=1, description="most requests waiting; more are refused with 429")
-    batch_wait_ms: float = Field(50.0, ge=0, description="how long a request is held, from its arrival, for others "
-                                 "to share its batch; from the end of the last batch if later (requests sent together arrive tens of ms apart)")
+    # Requests sent together arrive tens of milliseconds apart; see Engine._hold_for_batch.
+    batch_wait_ms: float = Field(50.0, ge=0, description="how long a request waits, from its arrival or the end of the "
+                                 "last batch, for others to share its batch")
 
 
     @field_validator("allowed_hosts", mode="before")
