@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import boto3
 import botocore.exceptions
@@ -181,9 +182,9 @@ def test_a_body_that_stops_midway_gets_408_and_its_socket_back(patient):
 
 
 def test_headers_that_never_finish_are_cut_off(patient):
-    for partial in (b"", b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"):
+    for head in (b"", b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"):
         with raw(patient) as sock:
-            sock.sendall(partial)
+            sock.sendall(head)
             start = time.monotonic()
             assert read_all(sock) == b""
         assert time.monotonic() - start < 10
@@ -224,8 +225,8 @@ def test_health_answers_within_a_second_while_hostile_requests_are_refused_or_cu
     def post(content: bytes):
         return httpx.post(patient + "/v1/chat/completions", content=content, headers={"content-type": "application/json"}, timeout=60).status_code
 
-    hostile = [slow_body, slow_body, lambda: post(deep), lambda: post(json.dumps(many).encode()),
-               lambda: post(json.dumps(long_chat).encode()), lambda: post(json.dumps(long_chat).encode())]
+    bodies = [deep, json.dumps(many).encode(), json.dumps(long_chat).encode()]
+    hostile = [slow_body, slow_body, *(partial(post, body) for body in bodies)]
     slowest, done = 0.0, threading.Event()
     with ThreadPoolExecutor(len(hostile)) as pool:
         futures = [pool.submit(f) for f in hostile]
@@ -236,5 +237,5 @@ def test_health_answers_within_a_second_while_hostile_requests_are_refused_or_cu
             slowest = max(slowest, time.perf_counter() - start)
             time.sleep(0.05)
         codes = [f.result() for f in futures[2:]]
-    assert codes == [400, 400, 400, 400], codes
+    assert codes == [400, 400, 400], codes
     assert slowest < 1.0, slowest

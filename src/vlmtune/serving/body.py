@@ -38,6 +38,12 @@ async def read_json(request: Request, limit: int, timeout: float) -> object:
             raw = await _read(request, limit)
     except TimeoutError:
         raise BadRequest(f"request body not received within {timeout:g} s (body_timeout)", 408) from None
+    # Off the event loop: walking a large body is Python work, which a thread shares the interpreter with.
+    return await asyncio.to_thread(parse_json, raw)
+
+
+def parse_json(raw: bytes) -> object:
+    """JSON from bytes, checked (`check_json`); every way it can be bad is a 400."""
     try:
         body = json.loads(raw)
     except RecursionError:
