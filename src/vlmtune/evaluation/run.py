@@ -8,7 +8,6 @@ every finished answer on disk and a rerun with the same settings asks only the r
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +21,20 @@ from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
 from vlmtune.evaluation.aggregate import row_checks, summarize
 from vlmtune.evaluation.config import EvalConfig
-from vlmtune.evaluation.prompts import Prompt, apply_prompt, choose_shots, describe, prompt_fingerprint, read_prompt_file
+from vlmtune.evaluation.prompts import (
+    Prompt,
+    apply_prompt,
+    check_placeholders,
+    choose_shots,
+    describe,
+    prompt_fingerprint,
+    read_prompt_file,
+)
+from vlmtune.evaluation.resume import read_rows, read_settings
 from vlmtune.io import write_json, write_jsonl
 from vlmtune.metrics.tasks import Task, get_task
-from vlmtune.models.constrained import json_schema_logits_processor, load_schema
+from vlmtune.models.constrained import compile_schema, json_schema_logits_processor, load_schema
+from vlmtune.models.encode import image_placeholder
 from vlmtune.models.generate import Generation, Sampling, generate_batch
 from vlmtune.models.loading import load_model
 from vlmtune.progress import progress_bar
@@ -116,7 +125,10 @@ def run_eval(cfg: EvalConfig) -> dict:
     schema = load_schema(cfg.schema_file) if cfg.schema_file else None
     if cfg.constrained and schema is None:
         raise VlmtuneError("--constrained: expected a JSON schema to constrain to (--schema FILE), found none")
+    if cfg.constrained:
+        compile_schema(schema)  # a schema the grammar engine cannot take is refused before the model loads
     model, processor = load_for_eval(cfg)
+    check_placeholders(prompt, image_placeholder(processor), f"--prompt {cfg.prompt}" if cfg.prompt else "--prefill/--stop")
     described = describe(prompt, records[0] if records else None, processor)
     out = Path(cfg.out)
     settings = _settings(cfg, described, schema)
@@ -192,9 +204,11 @@ def _resume(out: Path, settings: dict, ids: set[str]) -> dict[str, dict]:
     run_file, pred_file = out / "run.json", out / "predictions.jsonl"
     if not pred_file.is_file():
         return {}
-    before = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else {}
+    before = read_settings(run_file)
+    if before is None:  # damaged (warned): rewrite it now, so the next resume can check again
+        write_json(run_file, settings)
+        before = settings
     changed = sorted(k for k in settings if before.get(k) != settings[k])
     if changed:
         raise VlmtuneError(f"--out {out}: holds predictions made with other settings ({', '.join(changed)} differ); use another --out or remove {pred_file}")
-    rows = [json.loads(line) for line in pred_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {row["id"]: row for row in rows if row.get("id") in ids}
+    return read_rows(pred_file, ids)
