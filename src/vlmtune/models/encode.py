@@ -240,10 +240,17 @@ def encode_prompts(processor, records: list[Record], images: list[list[Image.Ima
     Encoded piece by piece like training, so a prompt is token for token what preceded the answer there
     (the processors alone differ: PaliGemma's, for one, puts its "\n" only at the end of the whole text).
     """
-    examples = []
-    for record, imgs in zip(records, images):
-        prompt = Record(record.prompt_messages(), system=record.system, id=record.id, origin=record.origin)
-        example = encode_record(processor, prompt, list(imgs), add_generation_prompt=True, prefill=prefill)
-        example.pop("labels")
-        examples.append(example)
+    return collate_prompts(processor, [encode_prompt(processor, r, imgs, prefill) for r, imgs in zip(records, images)])
+
+
+def encode_prompt(processor, record: Record, images: list[Image.Image], prefill: str = "") -> dict[str, torch.Tensor]:
+    """One record's prompt, unpadded: `encode_prompts` for a caller that batches (or sorts) them itself."""
+    prompt = Record(record.prompt_messages(), system=record.system, id=record.id, origin=record.origin)
+    example = encode_record(processor, prompt, list(images), add_generation_prompt=True, prefill=prefill)
+    example.pop("labels")
+    return example
+
+
+def collate_prompts(processor, examples: list[dict[str, torch.Tensor]]) -> BatchFeature:
+    """Prompts from `encode_prompt`, left-padded into one batch for `generate`."""
     return BatchFeature(collate(examples, processor.tokenizer.pad_token_id, padding_side="left"))

@@ -48,7 +48,15 @@ def generate_batch(model, processor, records: list[Record], images: list[list], 
     `deadline` (a time.monotonic() value) stops decoding when it passes; rows end as "max_tokens".
     """
     sampling = sampling or Sampling(max_new_tokens=max_new_tokens or 16)
-    enc = encode_prompts(processor, records, images, prefill=sampling.prefill).to(model.device)
+    enc = encode_prompts(processor, records, images, prefill=sampling.prefill)
+    return generate_encoded(model, processor, enc, sampling, logits_processor, streamer, deadline)
+
+
+@torch.no_grad()
+def generate_encoded(model, processor, enc, sampling: Sampling, logits_processor=None, streamer=None,
+                     deadline: float | None = None) -> list[Generation]:
+    """`generate_batch` for prompts already encoded (`encode_prompts`, with `sampling.prefill`), e.g. ahead of time."""
+    enc = enc.to(model.device)
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     kwargs = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p} if sampling.temperature > 0 else {"do_sample": False}
