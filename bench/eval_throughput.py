@@ -135,8 +135,8 @@ def main() -> None:
         print(f"{'model':<7}{'loop':<17}{'records/s':>10}{'tokens/s':>10}{'ratio':>7}{'pair ratio':>12}{'CPU ms/record':>15}")
         for name in args.models:
             model_dir = build(name, tmp / name)
-            for loop in loops.values():  # warm-up (imports, first-call allocations), untimed, on one batch
-                loop(model_dir, data, tmp / "warm", args.batch, 2, limit=args.batch)
+            for label, loop in loops.items():  # warm-up (imports, first-call allocations), untimed, on one batch
+                loop(model_dir, data, tmp / f"{name}-{label[:5]}-warm", args.batch, 2, limit=args.batch)
             runs: dict[str, list[tuple[float, float, int]]] = {k: [] for k in loops}
             for r in range(args.repeats):
                 for label, loop in loops.items():
