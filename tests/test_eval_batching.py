@@ -40,9 +40,10 @@ def test_batches_are_sorted_by_length_within_the_window_and_cover_every_record_o
     positions = [p for b in by_length for p in b.positions]
     assert sorted(positions) == list(range(12)) and positions != list(range(12))
     lengths = {p: int(b.inputs["attention_mask"][i].sum()) for b in by_length for i, p in enumerate(b.positions)}
-    for window in (positions[:6], positions[6:]):  # sorted inside each window of 2 batches, windows in order
+    # Windows of 1 batch (the model waits only for the first), then 2 (the cap): sorted inside, in order.
+    for window, records_in in ((positions[:3], range(3)), (positions[3:9], range(3, 9)), (positions[9:], range(9, 12))):
         assert [lengths[p] for p in window] == sorted(lengths[p] for p in window)
-        assert set(window) in ({*range(6)}, {*range(6, 12)})
+        assert set(window) == set(records_in)
     assert padding(by_length) < padding(unsorted)
     assert all(b.records == [records[p] for p in b.positions] for b in by_length)
 

@@ -13,6 +13,7 @@ little padding; each batch carries its records' positions, and the caller puts t
 from __future__ import annotations
 
 import copy
+import dataclasses
 import multiprocessing
 import queue
 import threading
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import BatchFeature
 
@@ -30,14 +32,15 @@ from vlmtune.errors import VlmtuneError
 from vlmtune.evaluation.prompts import Prompt, apply_prompt
 from vlmtune.models.encode import collate_prompts, encode_prompt
 
-# Batches per sorting window: wide enough to group similar lengths, small enough that the first answers
-# (and the first write of predictions.jsonl) come soon.
+# Batches per sorting window: wide enough to group similar lengths. The first windows are 1, 2 and 4
+# batches: the model waits for the first one to be encoded, and for nothing after that.
 SORT_WINDOW = 8
 # A window also ends when its encoded prompts hold this many bytes: a SmolVLM page is 17 tiles of 512 px,
 # 53 MB of pixels, and 64 of them would be 3.4 GB.
 WINDOW_BYTES = 256 * 2**20
-# Batches encoded ahead of the one being generated.
-AHEAD = 2
+# Batches encoded ahead of the one being generated: a window's worth, so that while the model answers one
+# window the worker can encode (and sort) all of the next.
+AHEAD = SORT_WINDOW
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,11 @@ class Batch:
 def encoded_batches(processor, records: list[Record], images_root: Path, prompt: Prompt, prefill: str,
                     batch_size: int, window: int = SORT_WINDOW) -> Iterator[Batch]:
     """Batches of encoded prompts, sorted by prompt length within each window of `window` batches (1: unsorted)."""
-    start = 0
+    start, grow = 0, 1
     while start < len(records):
-        examples, failure = _encode_window(processor, records, start, batch_size * max(window, 1), images_root, prompt, prefill)
-        start += len(examples)
+        span = batch_size * max(min(grow, window), 1)
+        examples, failure = _encode_window(processor, records, start, span, images_root, prompt, prefill)
+        start, grow = start + len(examples), grow * 2
         chunk = sorted(examples, key=lambda i: len(examples[i]["input_ids"]) if window > 1 else 0)  # stable
         for b in range(0, len(chunk), batch_size):
             picked = chunk[b : b + batch_size]
@@ -99,7 +103,10 @@ class _Batches(IterableDataset):
 
     def __iter__(self):
         try:
-            yield from self.make_batches(self.processor)
+            for batch in self.make_batches(self.processor):
+                # As numpy arrays the tensors travel inside the pickle; as tensors each would be a shared-memory
+                # file handed over on its own connection, which costs more than copying a batch's few MB.
+                yield dataclasses.replace(batch, inputs={k: v.numpy() for k, v in batch.inputs.items()})
         except VlmtuneError as e:
             yield _Failure(True, str(e))
         except Exception:
@@ -124,7 +131,7 @@ def _drain(batches) -> Iterator[Batch]:
                 if item.user_error:
                     raise VlmtuneError(item.message)
                 raise RuntimeError(f"encoding prompts failed in the worker process:\n{item.message}")
-            yield item
+            yield dataclasses.replace(item, inputs=BatchFeature({k: torch.from_numpy(v) for k, v in item.inputs.items()}))
     finally:
         del batches  # shuts the worker down now, also when the caller stops early
 
