@@ -50,12 +50,32 @@ class Batch:
     inputs: BatchFeature  # their prompts as asked, left-padded, on the CPU
 
 
-def encoded_batches(processor, records: list[Record], images_root: Path, prompt: Prompt, prefill: str,
-                    batch_size: int, window: int = SORT_WINDOW) -> Iterator[Batch]:
-    """Batches of encoded prompts, sorted by prompt length within each window of `window` batches (1: unsorted)."""
-    start, grow = 0, 1
-    while start < len(records):
-        span = batch_size * max(min(grow, window), 1)
+def batches_ahead(processor, records: list[Record], images_root: Path, prompt: Prompt, prefill: str, batch_size: int,
+                  window: int = SORT_WINDOW) -> Iterator[Batch]:
+    """`encoded_batches`, the first batch encoded here while a worker starts on the rest (and stays ahead)."""
+    def rest(proc) -> Iterator[Batch]:
+        return encoded_batches(proc, records, images_root, prompt, prefill, batch_size, window, start=batch_size)
+
+    tail = prefetched(rest, processor) if len(records) > batch_size else iter(())  # forks now, before any progress bar
+    return _chain(encoded_batches(processor, records, images_root, prompt, prefill, batch_size, window, stop=batch_size), tail)
+
+
+def _chain(head: Iterator[Batch], tail: Iterator[Batch]) -> Iterator[Batch]:
+    try:
+        yield from head
+        yield from tail
+    finally:
+        if hasattr(tail, "close"):
+            tail.close()  # stops the worker, also when the caller stops early
+
+
+def encoded_batches(processor, records: list[Record], images_root: Path, prompt: Prompt, prefill: str, batch_size: int,
+                    window: int = SORT_WINDOW, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
+    """Batches of encoded prompts of records[start:stop], sorted by prompt length within each window of `window`
+    batches (1: unsorted); positions count from the start of `records`."""
+    stop, grow = len(records) if stop is None else min(stop, len(records)), 1
+    while start < stop:
+        span = min(batch_size * max(min(grow, window), 1), stop - start)
         examples, failure = _encode_window(processor, records, start, span, images_root, prompt, prefill)
         start, grow = start + len(examples), grow * 2
         chunk = sorted(examples, key=lambda i: len(examples[i]["input_ids"]) if window > 1 else 0)  # stable

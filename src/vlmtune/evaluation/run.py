@@ -20,7 +20,7 @@ from vlmtune.data.formats.detect import read_records as read_any
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
 from vlmtune.evaluation.aggregate import row_checks, summarize
-from vlmtune.evaluation.batching import SORT_WINDOW, Batch, encoded_batches, prefetched
+from vlmtune.evaluation.batching import SORT_WINDOW, Batch, batches_ahead
 from vlmtune.evaluation.config import EvalConfig
 from vlmtune.evaluation.prompts import (
     Prompt,
@@ -79,8 +79,7 @@ def predict(model, processor, records: list[Record], task: Task, images_root: Pa
         sampling = dataclasses.replace(sampling, prefill=prompt.prefill)
     was_training = model.training
     model.eval()
-    batches = prefetched(lambda proc: encoded_batches(proc, records, images_root, prompt, sampling.prefill, batch_size, sort_window),
-                         processor)
+    batches = batches_ahead(processor, records, images_root, prompt, sampling.prefill, batch_size, sort_window)
     try:
         with progress_bar(description, total=len(records)) as advance:
             for batch in batches:
