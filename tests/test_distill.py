@@ -17,7 +17,7 @@ from vlmtune.cli import main
 from vlmtune.data.formats.bedrock import read_bedrock
 from vlmtune.distillation import DistillConfig, run_distillation
 from vlmtune.errors import VlmtuneError
-from vlmtune.serving.app import BackgroundServer
+from vlmtune.serving.server import BackgroundServer
 from vlmtune.training.metric_logging import TRAIN_CSV, read_csv
 
 # Small and quick: the plumbing, not the learning (that is the slow test at the end).

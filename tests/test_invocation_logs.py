@@ -97,8 +97,9 @@ def test_serve_logs_converse_calls_with_request_metadata(tmp_path):
     """The boto3 client sends requestMetadata; the server logs the call in the service's shape; distillation reads it."""
     from vlmtune.models.tiny import build_tiny
     from vlmtune.serving import ServeConfig
-    from vlmtune.serving.app import BackgroundServer, create_app
+    from vlmtune.serving.app import create_app
     from vlmtune.serving.engine import Engine
+    from vlmtune.serving.server import BackgroundServer
 
     model, processor = build_tiny(seed=0)
     cfg = ServeConfig(model="tiny", api_key=API_KEY, max_tokens=8, invocation_log=tmp_path / "calls.jsonl")

@@ -21,7 +21,7 @@ from PIL import Image
 from service_fixtures import API_KEY, IdleExecutor, bedrock, job_request, job_status, running_service, wait_for
 from teacher_stub import Stub, colour_image, create_stub, write_prompts
 from vlmtune.data.formats.bedrock import read_bedrock
-from vlmtune.serving.app import BackgroundServer
+from vlmtune.serving.server import BackgroundServer
 from vlmtune.training.metric_logging import read_csv
 
 TEACHER = {"distillationConfig": {"teacherModelConfig": {"teacherModelIdentifier": "tiny", "maxResponseLengthForInference": 8}}}

@@ -13,7 +13,7 @@ from teacher_stub import PAUSE_SECONDS, Stub, create_stub, teacher_answer, write
 from vlmtune.data.formats.bedrock import read_bedrock
 from vlmtune.data.images import with_absolute_images
 from vlmtune.data.record import ImagePart, Message, Record, TextPart
-from vlmtune.serving.app import BackgroundServer
+from vlmtune.serving.server import BackgroundServer
 from vlmtune.teachers import AnswerCache, LocalTeacher, Policy, Question, Settings, ask_all, cache_key, make_teacher
 
 FAST = Policy(concurrency=3, timeout=0.5, retries=2, backoff=0.01)
@@ -84,9 +84,9 @@ def test_concurrency_is_limited(tmp_path, stub, monkeypatch):
 def test_a_request_the_teacher_refuses_is_not_retried(tmp_path, monkeypatch):
     from vlmtune.models.tiny import build_tiny
     from vlmtune.serving import ServeConfig
-    from vlmtune.serving.app import BackgroundServer as Server
     from vlmtune.serving.app import create_app
     from vlmtune.serving.engine import Engine
+    from vlmtune.serving.server import BackgroundServer as Server
 
     model, processor = build_tiny(seed=0)
     with Server(create_app(ServeConfig(model="tiny", api_key="right", max_tokens=8), Engine(model, processor, "tiny"))) as server:
