@@ -183,7 +183,8 @@ def test_the_service_command_refuses_bad_options_in_one_line():
 
     from vlmtune.cli import main
 
+    # A bad value is a usage error (exit 2), as it is for every command.
     result = CliRunner().invoke(main, ["service", "--port", "http"])
-    assert result.exit_code == 1 and "port" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "port" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(main, ["service", "--on-restart", "maybe"])
     assert result.exit_code == 2 and "maybe" in result.output

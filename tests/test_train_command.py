@@ -280,7 +280,7 @@ def test_an_empty_training_file_is_an_error_and_leaves_nothing(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     result = CliRunner().invoke(main, ["train", "--model", "tiny", "--train-data", str(empty), "--output", str(tmp_path / "run")])
-    assert result.exit_code == 1 and "expected at least one record, found an empty file" in result.output
+    assert result.exit_code == 1 and "expected at least one record" in result.output
     assert not (tmp_path / "run").exists()
 
 

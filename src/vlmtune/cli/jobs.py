@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 
 import click
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from vlmtune.cli.options import config_options
-from vlmtune.cli.remote import Remote, client_options
-from vlmtune.config import load_config
+from vlmtune.cli.options import config_command
+from vlmtune.cli.remote import ClientOptions, Remote, client_options
 from vlmtune.errors import VlmtuneError
 
 _TERMINAL = ("Completed", "Failed", "Stopped", "PartiallyCompleted", "Expired")
@@ -17,10 +16,8 @@ JOB_COLUMNS = [("NAME", "jobName"), ("STATUS", "status"), ("TRAINING", "training
                ("BASE", "baseModelArn"), ("MODEL", "customModelName"), ("CREATED", "creationTime")]
 
 
-class JobOptions(BaseModel):
+class JobOptions(ClientOptions):
     """`vlmtune jobs create`: what CreateModelCustomizationJob takes (hyperparameters with --hyper-parameter)."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     name: str = Field(..., description="the job's name (jobName)")
     model_name: str | None = Field(None, description="name of the custom model it makes (customModelName) [default: NAME-model]")
@@ -29,6 +26,8 @@ class JobOptions(BaseModel):
     validation_data: str | None = Field(None, description="validation data, like --training-data")
     output: str = Field(..., description="where the job's artifacts go: s3://... or an absolute folder")
     role_arn: str = Field("arn:aws:iam::000000000000:role/vlmtune", description="roleArn (required by the API; vlmtune assumes no role)")
+    hyper_parameter: dict[str, str] = Field(default_factory=dict, json_schema_extra={"short": "-p", "metavar": "KEY=VALUE"},
+                                            description="a hyperparameter, the service's name or vlmtune's (epochCount=2, method=lora); repeatable")
 
 
 @click.group("jobs")
@@ -36,31 +35,20 @@ def jobs_group() -> None:
     """Model customization jobs on a running `vlmtune service`."""
 
 
-@jobs_group.command("create")
-@config_options(JobOptions)
-@click.option("--hyper-parameter", "-p", "hyper", multiple=True, metavar="KEY=VALUE",
-              help="a hyperparameter, the service's name or vlmtune's (epochCount=2, method=lora); repeatable")
-@client_options
-def create(remote: Remote, config_file, hyper, **overrides) -> None:
+@config_command(JobOptions, "create")
+def create(opts: JobOptions) -> None:
     """Submit a FINE_TUNING job; prints its ARN."""
-    opts = load_config(JobOptions, config_file, overrides)
+    remote = opts.remote()
     params = {"jobName": opts.name, "customModelName": opts.model_name or f"{opts.name}-model", "roleArn": opts.role_arn,
               "baseModelIdentifier": opts.base_model, "trainingDataConfig": {"s3Uri": opts.training_data},
-              "outputDataConfig": {"s3Uri": opts.output}, "hyperParameters": _pairs(hyper)}
+              "outputDataConfig": {"s3Uri": opts.output}, "hyperParameters": opts.hyper_parameter}
     if opts.validation_data:
         params["validationDataConfig"] = {"validators": [{"s3Uri": opts.validation_data}]}
     response = remote.call("create_model_customization_job", **params)
     click.echo(response if remote.as_json else response["jobArn"])
 
 
-def _pairs(items: tuple[str, ...]) -> dict[str, str]:
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.UsageError(f"--hyper-parameter: expected KEY=VALUE, found {item!r}")
-        pairs[key] = value
-    return pairs
+jobs_group.add_command(create)
 
 
 @jobs_group.command("list")

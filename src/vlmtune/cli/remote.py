@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 
 import click
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
 
@@ -22,6 +23,20 @@ from vlmtune.errors import VlmtuneError
 from vlmtune.service.config import ENDPOINT_ENV, default_home
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
+
+
+class ClientOptions(BaseModel):
+    """Where the service is and how to print: the options every client command shares, as typed fields."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    endpoint: str | None = Field(None, description=f"the service's URL [default: ${ENDPOINT_ENV}, the local service, or {DEFAULT_ENDPOINT}]")
+    api_key: str | None = Field(None, json_schema_extra={"envvar": "VLMTUNE_API_KEY"}, description="the service's API key")
+    json_output: bool = Field(False, validation_alias=AliasChoices("json", "json_output"),
+                              description="print the service's JSON response instead of a table")
+
+    def remote(self) -> Remote:
+        return Remote(self.endpoint, self.api_key, self.json_output)
 
 
 def client_options(func):

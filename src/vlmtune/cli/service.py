@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import click
 
-from vlmtune.cli.options import config_options
-from vlmtune.config import load_config
+from vlmtune.cli.options import config_command
 from vlmtune.service.config import ServiceConfig
 
 
-@click.command("service")
-@config_options(ServiceConfig)
-def service(config_file, **overrides) -> None:
-    """Run the customization service: boto3's `bedrock` and `bedrock-runtime` clients work against it unchanged."""
-    # A key on the command line shows in the process list; the environment keeps it out of `ps`.
-    overrides["api_key"] = overrides.get("api_key") or os.environ.get("VLMTUNE_API_KEY")
-    cfg = load_config(ServiceConfig, config_file, overrides)
+@config_command(ServiceConfig, "service")
+def service(cfg: ServiceConfig) -> None:
+    """Run the customization service: boto3's `bedrock` and `bedrock-runtime` clients work against it unchanged.
+
+    The API key is better given as $VLMTUNE_API_KEY: a key on the command line shows in the process list.
+    """
     from vlmtune.service.app import Service, serve_forever  # torch and the web stack only once the options are good
 
     svc = Service(cfg)

@@ -26,7 +26,8 @@ class ServiceConfig(BaseModel):
     home: Path | None = Field(None, description=f"folder for the database, jobs and models; default ${HOME_ENV}, else ~/.vlmtune")
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 exposes the service to the network")
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="port to listen on (0 = any free port)")
-    api_key: str | None = Field(None, description="require this key (Bearer, or the AWS access key id) on every route but /health")
+    api_key: str | None = Field(None, json_schema_extra={"envvar": "VLMTUNE_API_KEY"},
+                                description="require this key (Bearer, or the AWS access key id) on every route but /health")
     region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{1,20}$", description="region written into ARNs")
     account_id: str = Field("000000000000", pattern=r"^[0-9]{12}$", description="account id written into ARNs")
     max_jobs: int = Field(0, ge=0, description="jobs running at once; 0 = one per GPU, or one on a machine without one")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from vlmtune.data.images import load_record_images
+from vlmtune.data.images import capped_size, load_record_images
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
 from vlmtune.models.encode import IGNORE_INDEX, encode_record
@@ -25,12 +25,9 @@ class EncodedSet:
 
 
 def cap_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
-    """Downscale (keeping the aspect ratio) so one huge scan cannot exhaust memory."""
-    w, h = image.size
-    if w * h <= max_pixels:
-        return image
-    scale = (max_pixels / (w * h)) ** 0.5
-    return image.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.LANCZOS)
+    """Downscale (keeping the aspect ratio) so one huge scan cannot exhaust memory; `data stats` counts the same size."""
+    size = capped_size(*image.size, max_pixels)
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
 
 
 def encode_dataset(processor, records: list[Record], images_root: Path, max_length: int, on_too_long: str,
@@ -40,7 +37,10 @@ def encode_dataset(processor, records: list[Record], images_root: Path, max_leng
     with progress_bar(description, total=len(records)) as advance:
         for r in records:
             images = [cap_pixels(img, max_pixels) for img in load_record_images(r, images_root)]
-            example = encode_record(processor, r, images)
+            try:
+                example = encode_record(processor, r, images)
+            except ValueError as e:  # the processor's own checks (image-token counts, ...) on data validate let through
+                raise VlmtuneError(f"{r.origin}: the processor refused this record: {e}") from None
             n = len(example["input_ids"])
             if n > max_length:
                 # Cutting the tail would drop answer tokens or split an image's tokens; neither trains well.

@@ -15,8 +15,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
 from vlmtune.config import TrainConfig
-from vlmtune.data.formats.bedrock import read_bedrock
-from vlmtune.data.images import with_absolute_images
+from vlmtune.data.checked import read_checked
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
 from vlmtune.io import write_text
@@ -34,13 +33,10 @@ FORMAT = 1  # of run_config.yaml; 0 (vlmtune 0.1) had no format_version and read
 RESUME_MAY_CHANGE = frozenset({"output", "overwrite", "device", "save_every_steps", "log_every_steps", "report_to"})
 
 
-def read_records(path: Path, images_root: Path | None) -> list[Record]:
-    """Read a data file and make its image paths absolute, so train and validation files can live apart."""
-    root = Path(images_root or Path(path).parent).resolve()
-    records = [with_absolute_images(r, root) for r in read_bedrock(path)]
-    if not records:
-        raise VlmtuneError(f"{path}: expected at least one record, found an empty file")
-    return records
+def read_records(path: Path, images_root: Path | None, target: str = "generic", option: str = "--train-data") -> list[Record]:
+    """Read a data file in any format, refused if the validator finds errors for `target`; image paths come
+    back absolute (inside the images root), so train and validation files can live apart."""
+    return read_checked(path, images_root, target, option)
 
 
 def check_output(cfg: TrainConfig) -> bool:
@@ -128,8 +124,8 @@ def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None) -> Tr
     state = PartialState(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
     with hold_output(cfg.output, state):
         resume = check_output(cfg)
-        train_records = read_records(cfg.train_data, cfg.images_root)
-        val_records = read_records(cfg.val_data, cfg.images_root) if cfg.val_data else []
+        train_records = read_records(cfg.train_data, cfg.images_root, cfg.target, "--train-data")
+        val_records = read_records(cfg.val_data, cfg.images_root, cfg.target, "--val-data") if cfg.val_data else []
         check_method_possible(cfg.method)  # before anything is loaded or written
         model, processor = load_model(cfg.model, cfg.device, load_in_4bit=cfg.method == "qlora")
         state.wait_for_everyone()  # every process has looked at the folder before the main one changes it
