@@ -13,6 +13,7 @@ from vlmtune.config import TrainConfig, load_config
 from vlmtune.models.loading import load_model
 from vlmtune.service import locations
 from vlmtune.service.progress import RUN, Progress
+from vlmtune.service.staging import images_root
 from vlmtune.training.metric_logging import TRAIN_CSV
 from vlmtune.training.run import train
 
@@ -22,7 +23,8 @@ def train_and_upload(spec: dict, folder: Path, progress: Progress, flag, staged:
     """Data processing and training with the recipe (resuming from a checkpoint if the run has one), then upload."""
     progress.phase("dataProcessing", "InProgress")
     values = spec["hyperParameters"] | {"model": base_model(spec["base"], folder), "train_data": staged[0][1],
-                                        "val_data": staged[1][1] if len(staged) > 1 else None, "output": folder / RUN}
+                                        "val_data": staged[1][1] if len(staged) > 1 else None, "output": folder / RUN,
+                                        "images_root": images_root([uri for uri, _ in staged])}
     cfg = load_config(TrainConfig, None, values)
     result = train(cfg, should_stop=_step_hook(folder, progress, flag))
     if result.interrupted:

@@ -8,6 +8,7 @@ s3:// URI beside an S3 one. A resumed job reads its own copy, never a file the u
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from vlmtune.data.validate import validate_file
@@ -59,14 +60,26 @@ def _s3_location(block: object) -> dict | None:
     return location if isinstance(location, dict) else None
 
 
+def images_root(uris: list[str]) -> Path | None:
+    """The folder a job's local data files may name images in: their own (the one holding both, for two).
+
+    The staged copies name images by absolute path, so the validator and the training must fence them by the
+    original files' folder, not the copy's: a `../../etc/passwd` in the user's file is still refused.
+    S3 data names S3 images, which no local fence applies to.
+    """
+    folders = [str(locations.local_path(locations.parent(u))) for u in uris if not locations.is_s3(u)]
+    return Path(os.path.commonpath(folders)) if folders else None
+
+
 def validate_datasets(files: list[tuple[str, Path]], report: Path, target: str = "generic") -> str | None:
     """Run the validator (for `target`'s limits) on each (original URI, staged copy); the failure message, or None.
 
     The full report (errors and warnings, every line) is written to `report` either way.
     """
     lines, errors = [], []
+    root = images_root([uri for uri, _ in files])
     for uri, path in files:
-        for problem in validate_file(path, "bedrock", target):
+        for problem in validate_file(path, "bedrock", target, images_root=root):
             text = problem.format(uri)
             lines.append(text)
             if problem.severity == "error":
