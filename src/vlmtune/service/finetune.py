@@ -56,7 +56,7 @@ def _step_hook(folder: Path, progress: Progress, flag) -> Callable[[], bool]:
 def _step_line(path: Path) -> str:
     """`step 5 (epoch 1): training loss 5.1484` from the row the recipe has just logged."""
     try:
-        step, epoch, loss, _ = path.read_text(encoding="utf-8").strip().splitlines()[-1].split(",")
+        step, epoch, loss = path.read_text(encoding="utf-8").strip().splitlines()[-1].split(",")[:3]
         return f"step {step} (epoch {epoch}): training loss {float(loss):.4f}"
     except (OSError, IndexError, ValueError):
         return "step done"

@@ -11,9 +11,8 @@ import statistics
 from pathlib import Path
 
 from vlmtune.reports.compare import FIELD_METRICS
-from vlmtune.service.dashboard import evals
+from vlmtune.service.dashboard import evals, runs
 from vlmtune.service.dashboard import runfolder as rf
-from vlmtune.service.dashboard import runs
 from vlmtune.service.errors import ValidationError
 from vlmtune.service.store import loads
 
@@ -49,7 +48,8 @@ def config_table(configs: list[dict]) -> dict:
 
 def metrics_table(picked: list[dict]) -> dict:
     """Training metrics: steps, losses, the step delivered, throughput and time."""
-    names = ("steps", "final training loss", "best validation loss", "delivered step", "stopped early", "median tokens/s", "duration (s)")
+    names = ("steps", "final training loss", "best validation loss", "delivered step", "stopped early", "median tokens/s", "training time")
+    kinds = ("count", "loss", "loss", "count", "flag", "rate", "seconds")  # how the page shows each row
     columns = []
     for p in picked:
         train, val, speed, done = p["curves"]["train"], p["curves"]["val"], p["curves"]["speed"], p["outcome"] or {}
@@ -63,7 +63,7 @@ def metrics_table(picked: list[dict]) -> dict:
             statistics.median(s["tokens_per_s"] for s in speed) if speed else None,
             rf.duration_s(speed),
         ])
-    return {"rows": [{"metric": name, "values": [c[i] for c in columns], "best": _best(name, [c[i] for c in columns])}
+    return {"rows": [{"metric": name, "kind": kinds[i], "values": [c[i] for c in columns], "best": _best(name, [c[i] for c in columns])}
                      for i, name in enumerate(names)]}
 
 
@@ -73,13 +73,13 @@ def _best(name: str, values: list) -> int | None:
     return min(numbers)[1] if "loss" in name and len(numbers) > 1 else None
 
 
-def weights_of(svc, p: dict) -> list[Path]:
+def weights_of(p: dict) -> list[Path]:
     return [p["folder"] / "model", p["folder"] / "adapter"]
 
 
 def eval_tables(svc, picked: list[dict]) -> dict:
     """Each run's latest eval (and the base model's on the same data) in one table; per category for extraction."""
-    found = [(sorted(evals.for_model(svc, weights_of(svc, p)), key=lambda s: Path(s["folder"]).stat().st_mtime) or [None])[-1]
+    found = [(sorted(evals.for_model(svc, weights_of(p)), key=lambda s: Path(s["folder"]).stat().st_mtime) or [None])[-1]
              for p in picked]
     if not any(found):
         return {"evaluation": None}

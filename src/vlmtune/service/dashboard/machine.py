@@ -17,7 +17,7 @@ from vlmtune.service.store import loads
 
 _nvml_lock = threading.Lock()
 _nvml: dict = {"ready": None, "why": None}
-psutil.cpu_percent(interval=None)  # the first call only starts the measurement: later calls measure since the last
+psutil.cpu_percent(interval=None, percpu=True)  # the first call only starts the measurement: later calls measure since the last
 
 
 def gpus() -> tuple[list[dict], str | None]:
@@ -55,7 +55,8 @@ def _text(value) -> str:
 
 def host(home) -> dict:
     memory, disk = psutil.virtual_memory(), shutil.disk_usage(home)
-    return {"cpus": psutil.cpu_count(), "cpuPercent": psutil.cpu_percent(interval=None), "perCpu": psutil.cpu_percent(interval=None, percpu=True),
+    per_cpu = psutil.cpu_percent(interval=None, percpu=True)  # one call: a second one would measure the moment between
+    return {"cpus": psutil.cpu_count(), "cpuPercent": sum(per_cpu) / max(len(per_cpu), 1), "perCpu": per_cpu,
             "load": list(psutil.getloadavg()), "memoryUsed": memory.total - memory.available, "memoryTotal": memory.total,
             "diskUsed": disk.used, "diskTotal": disk.total, "home": str(home)}
 

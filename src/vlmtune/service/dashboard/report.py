@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from vlmtune.service.dashboard import evals
+from vlmtune.service.dashboard import evals, runs
 from vlmtune.service.dashboard import runfolder as rf
-from vlmtune.service.dashboard import runs
 
 
 def report(svc, ref: str) -> dict:

@@ -15,7 +15,7 @@ export function lineChart(parent, { title, name, series, yLog = false, height = 
     scales: { x: { time: false }, y: { distr: yLog ? 3 : 1 } },
     axes: [
       { stroke: "#667085", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#eef0f3" }, label: "step", labelSize: 18, labelGap: 0, size: 38 },
-      { stroke: "#667085", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#eef0f3" }, size: 58, values: (u, vals) => vals.map((v) => num(v, 3)) },
+      { stroke: "#667085", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#eef0f3" }, size: 66, values: (u, vals) => vals.map((v) => num(v, 3)) },
     ],
     legend: { live: true },
     series: [{ label: "step", value: (u, v) => (v === null || v === undefined ? "–" : v) },

@@ -1,6 +1,6 @@
 // Compare: runs' curves overlaid, their training metrics and evals in one table, their configs side by side.
 
-import { card, get, h, num, pct, q, replace } from "./api.js";
+import { card, clock, get, h, num, pct, q, replace } from "./api.js";
 import { COLORS, column, lineChart } from "./charts.js";
 import { delta } from "./report.js";
 
@@ -44,13 +44,19 @@ function metricsTable(metrics, names) {
   return card("Training metrics", h("table", { class: "grid compact", "data-table": "metrics" },
     h("thead", {}, h("tr", {}, h("th", {}, "metric"), names.map((n) => h("th", {}, n)))),
     h("tbody", {}, metrics.rows.map((r) => h("tr", {}, h("td", {}, r.metric),
-      r.values.map((v, i) => h("td", { class: `mono ${r.best === i ? "best" : ""}` }, typeof v === "boolean" ? (v ? "yes" : "no") : num(v))))))));
+      r.values.map((v, i) => h("td", { class: `mono ${r.best === i ? "best" : ""}` }, shown(r.kind, v))))))));
+}
+
+function shown(kind, v) {
+  if (v === null || v === undefined) return "–";
+  return { flag: v ? "yes" : "no", seconds: clock(v), rate: num(Math.round(v)), count: num(v) }[kind] ?? num(v);
 }
 
 function evaluationTables(e) {
   const cols = e.columns.map((c) => c.name);
   const base = e.hasBase ? 0 : -1;
-  const cell = (values, i) => h("td", { class: "mono" }, pct(values[i]), base >= 0 && i > base ? [" ", delta(values[base], values[i])] : null);
+  const cell = (values, i) => h("td", { class: "mono" }, pct(values[i]),
+    base >= 0 && i > base && typeof values[i] === "number" ? [" ", delta(values[base], values[i])] : null);
   const overall = h("table", { class: "grid compact", "data-table": "evaluation" },
     h("thead", {}, h("tr", {}, h("th", {}, "metric (%)"), cols.map((n) => h("th", {}, n)))),
     h("tbody", {}, e.overall.map((r) => h("tr", {}, h("td", {}, r.metric), r.values.map((_, i) => cell(r.values, i))))));

@@ -64,7 +64,7 @@ function example(row, names, folder) {
       h("div", { class: "thumb" }, img),
       h("div", { class: "qa" },
         h("div", { class: "muted small mono" }, row.id),
-        h("div", { class: "question" }, row.question || "–"),
+        h("div", { class: "question", title: "click to show it whole", onclick: (e) => e.currentTarget.classList.toggle("open") }, row.question || "–"),
         fields ? null : h("div", { class: "answer expected" }, h("span", { class: "tag" }, "expected"), h("pre", {}, row.reference)),
         names.map((n) => answer(LABELS[n], row.answers[n], fields)))),
     fields ? fieldTable(row, names) : null);
@@ -82,15 +82,25 @@ function fieldTable(row, names) {
   for (const n of names) for (const f of (row.answers[n] || {}).fields || []) if (!keys.includes(f.field)) keys.push(f.field);
   const lookup = Object.fromEntries(names.map((n) => [n, Object.fromEntries(((row.answers[n] || {}).fields || []).map((f) => [f.field, f]))]));
   const anyTruth = (k) => names.map((n) => lookup[n][k]).find((f) => f && f.truth !== null && f.truth !== undefined);
-  return h("details", { class: "fields", open: true }, h("summary", {}, `Fields (${keys.length})`),
+  const last = names[names.length - 1];
+  const wrong = keys.filter((k) => !(lookup[last][k] && lookup[last][k].correct));
+  const onlyWrong = h("input", { type: "checkbox", checked: wrong.length > 0 && wrong.length < keys.length });
+  const body = h("tbody", {});
+  const draw = () => replace(body, (onlyWrong.checked ? wrong : keys).map((k) => h("tr", { "data-field": k },
+    h("td", { class: "mono small" }, k), h("td", { class: "mono small" }, show(anyTruth(k)?.truth)),
+    names.map((n) => {
+      const f = lookup[n][k];
+      return h("td", { class: `mono small verdict ${f ? f.status : "none"}`, title: f ? { tp: "right", fp: "wrong or extra", fn: "missing" }[f.status] : "" },
+        f ? (f.status === "fn" ? "missing" : show(f.predicted)) : "–");
+    }))));
+  onlyWrong.addEventListener("change", draw);
+  draw();
+  const right = keys.length - wrong.length;
+  return h("div", { class: "fields" },
+    h("div", { class: "fields-head small" }, h("b", {}, `${right} of ${keys.length} fields right`), ` (${LABELS[last]})`,
+      h("label", { class: "toggle" }, onlyWrong, " only the wrong ones")),
     h("table", { class: "grid compact" },
-      h("thead", {}, h("tr", {}, h("th", {}, "field"), h("th", {}, "expected"), names.map((n) => h("th", {}, LABELS[n])))),
-      h("tbody", {}, keys.map((k) => h("tr", {}, h("td", { class: "mono small" }, k), h("td", { class: "mono small" }, show(anyTruth(k)?.truth)),
-        names.map((n) => {
-          const f = lookup[n][k];
-          return h("td", { class: `mono small verdict ${f ? f.status : "none"}`, title: f ? { tp: "right", fp: "wrong or extra", fn: "missing" }[f.status] : "" },
-            f ? (f.status === "fn" ? "missing" : show(f.predicted)) : "–");
-        }))))));
+      h("thead", {}, h("tr", {}, h("th", {}, "field"), h("th", {}, "expected"), names.map((n) => h("th", {}, LABELS[n])))), body));
 }
 
 const show = (v) => (v === null || v === undefined ? "–" : typeof v === "object" ? JSON.stringify(v) : String(v));
