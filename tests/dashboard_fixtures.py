@@ -66,7 +66,7 @@ def _shrink(path: Path) -> None:
     from PIL import Image
 
     with Image.open(path) as img:
-        small = img.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     small.save(path, optimize=True)
 
 
@@ -78,7 +78,7 @@ def cli_run(home: Path, name: str, train: Path, val: Path, **options) -> Path:
 
     out = home / "runs" / name
     values = {"model": "tiny", "train_data": train, "val_data": val, "out": out, "epochs": 2, "batch_size": 8, "method": "full",
-              "warmup_steps": 0, "eval_every_steps": 2, "log_every_steps": 1, "seed": 1, "device": "cpu"} | options
+              "warmup_steps": 0, "eval_every_steps": 6, "log_every_steps": 1, "seed": 1, "device": "cpu"} | options
     run_training(load_config(TrainConfig, None, values))
     return out
 

@@ -88,6 +88,10 @@ def test_a_command_line_run_under_the_home_is_listed_with_progress_eta_and_best_
     assert run["source"] == "cli" and run["state"] == "Running" and run["data"] == "/data/listed.jsonl"
     assert run["progress"] == {"step": 4, "total": 10, "eta_s": 6, "tokens_per_s": 1004.0, "training_loss": 3.6,
                                "best_validation_loss": pytest.approx(2.6)}
+    copy = home / "outputs" / "model-customization-job-x"  # a job's uploaded artifacts: a copy, not a run
+    copy.mkdir(parents=True)
+    (copy / "run_config.yaml").write_text(f"output: {home / 'jobs' / 'x' / 'run'}\nmodel: tiny\n")
+    assert not any(r["folder"] == str(copy) for r in api.get("/runs").json()["runs"])
     (home / "runs" / ".listed.lock").unlink()  # the process is gone, the run unfinished
     assert {r["ref"]: r for r in api.get("/runs").json()["runs"]}["cli/runs/listed"]["state"] == "Interrupted"
 
@@ -221,3 +225,17 @@ def test_the_machine_page_says_why_there_is_no_gpu_and_shows_the_queue(api):
         assert "NVML" in m["noGpu"]
     assert m["host"]["cpus"] >= 1 and 0 < m["host"]["memoryUsed"] < m["host"]["memoryTotal"]
     assert m["queue"]["slots"] == 0 and m["queue"]["executor"] == "idle"
+
+
+def test_browser_tests_fail_rather_than_skip_without_a_browser_unless_told(monkeypatch):
+    import dashboard_fixtures
+
+    monkeypatch.setattr(dashboard_fixtures, "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.delenv(dashboard_fixtures.SKIP_ENV, raising=False)
+    with pytest.raises(pytest.fail.Exception, match="no Chromium at /nonexistent/chromium"):
+        with dashboard_fixtures.chromium():
+            pass
+    monkeypatch.setenv(dashboard_fixtures.SKIP_ENV, "1")
+    with pytest.raises(pytest.skip.Exception):
+        with dashboard_fixtures.chromium():
+            pass

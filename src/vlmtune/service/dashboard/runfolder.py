@@ -34,6 +34,15 @@ def is_run_folder(folder: Path) -> bool:
     return (folder / RUN_CONFIG).is_file()
 
 
+def is_copy(folder: Path) -> bool:
+    """A run's files copied elsewhere (a job's uploaded artifacts): its settings name another folder as the run's.
+
+    A relative `output` (the folder as `vlmtune train` was given it, from wherever it ran) cannot say, and counts as the run.
+    """
+    output = _yaml(folder / RUN_CONFIG).get("output")
+    return isinstance(output, str) and Path(output).is_absolute() and Path(output).resolve() != folder.resolve()
+
+
 def curves(folder: Path) -> dict[str, list[dict]]:
     """Every whole row of the run's CSVs and progress lines: train, val, gen (generation metrics), speed."""
     return {"train": read_csv_rows_up_to(folder / TRAIN_CSV, ALL_STEPS), "val": read_csv_rows_up_to(folder / VAL_CSV, ALL_STEPS),

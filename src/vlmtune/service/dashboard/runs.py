@@ -41,7 +41,7 @@ def walk(home: Path):
 
 
 def cli_folders(home: Path) -> list[Path]:
-    return [f for f in walk(home) if f != home and rf.is_run_folder(f)]
+    return [f for f in walk(home) if f != home and rf.is_run_folder(f) and not rf.is_copy(f)]
 
 
 # ---------------------------------------------------------------------------------------- summaries

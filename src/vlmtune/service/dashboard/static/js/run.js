@@ -127,8 +127,8 @@ function drawStatusDetails(host, r) {
 
 function drawConfig(host, config) {
   const keys = Object.keys(config || {}).sort();
-  replace(host, card("Resolved config", keys.length ? h("table", { class: "grid compact kv" }, h("tbody", {},
-    keys.map((k) => h("tr", {}, h("td", { class: "mono small" }, k), h("td", { class: "mono small" }, fmt(config[k]))))))
+  replace(host, card("Resolved config", keys.length ? h("div", { class: "config-scroll" }, h("table", { class: "grid compact kv" }, h("tbody", {},
+    keys.map((k) => h("tr", {}, h("td", { class: "mono small" }, k), h("td", { class: "mono small" }, fmt(config[k])))))))
     : h("p", { class: "muted" }, "written when the training starts")));
 }
 
