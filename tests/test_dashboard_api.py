@@ -239,3 +239,27 @@ def test_browser_tests_fail_rather_than_skip_without_a_browser_unless_told(monke
     with pytest.raises(pytest.skip.Exception):
         with dashboard_fixtures.chromium():
             pass
+
+
+def test_gpus_are_read_through_nvml_where_a_driver_answers(monkeypatch):
+    """No GPU here: a stand-in for NVML's library answers as a one-GPU machine's would, fields it lacks as None."""
+    from types import SimpleNamespace
+
+    from vlmtune.service.dashboard import machine
+
+    class NVMLError(Exception):
+        pass
+
+    def no_power(handle):
+        raise NVMLError("Not Supported")
+
+    fake = SimpleNamespace(
+        NVMLError=NVMLError, NVML_TEMPERATURE_GPU=0, nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 1,
+        nvmlDeviceGetHandleByIndex=lambda i: f"gpu{i}", nvmlDeviceGetName=lambda h: b"NVIDIA H200",
+        nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(used=3 << 30, total=141 << 30),
+        nvmlDeviceGetUtilizationRates=lambda h: SimpleNamespace(gpu=87), nvmlDeviceGetTemperature=lambda h, kind: 61,
+        nvmlDeviceGetPowerUsage=no_power, nvmlDeviceGetComputeRunningProcesses=lambda h: [1, 2])
+    monkeypatch.setattr(machine, "pynvml", fake)
+    monkeypatch.setitem(machine._nvml, "ready", None)
+    assert machine.gpus() == ([{"index": 0, "name": "NVIDIA H200", "memoryUsed": 3 << 30, "memoryTotal": 141 << 30,
+                                "utilization": 87, "temperature": 61, "powerWatts": None, "processes": 2}], None)

@@ -67,6 +67,10 @@ def go(page, server, view: str) -> None:
     page.wait_for_selector("nav.top a.active")
 
 
+def loss_points_above(page, n: int, timeout: float) -> None:
+    page.wait_for_function(f"Number(document.querySelector('[data-chart=loss]')?.dataset.points || 0) > {n}", timeout=timeout)
+
+
 def points(page, chart: str) -> list[int]:
     value = page.get_attribute(f"[data-chart={chart}]", "data-series-points") or "0"
     return [int(v) for v in value.split(",")]
@@ -108,13 +112,15 @@ def test_a_job_from_the_form_shows_its_loss_chart_growing_while_it_trains(page, 
     page.wait_for_url(re.compile(r"#/run\?ref=job%2F"))
     state["ref"] = page.evaluate("new URLSearchParams(location.hash.split('?')[1]).get('ref')")
     page.evaluate("window.__sameDocument = true")
-    page.wait_for_function("document.querySelector('[data-chart=loss]').dataset.points > 0", timeout=300_000)
+    loss_points_above(page, 0, 300_000)
     # A count taken while training (fewer points than steps), then more points, in the same document.
     total = int(wait_for(lambda: re.search(r"/ (\d+)", page.inner_text("[data-stat=progress] .value")), 60, what="total steps").group(1))
     seen = wait_for(lambda: (n := points(page, "loss")[0]) < total and n, 120, every=0.2, what="the chart between two steps")
-    page.wait_for_function(f"document.querySelector('[data-chart=loss]').dataset.points > {seen}", timeout=120_000)
+    loss_points_above(page, seen, 120_000)
     assert page.evaluate("window.__sameDocument") is True  # it grew without a reload
     wait_for(lambda: points(page, "loss")[1] > 0, 120, what="a validation point")
+    page.wait_for_selector("table.kv tr:has(td:text-is('batch_size')) td:text-is('4')")  # the resolved config, once written
+    assert re.search(r"step \d+/\d+ .*loss", page.inner_text("[data-log]"))  # the log tail
     screenshot(page, "run-live", full_page=True)
 
 
@@ -148,6 +154,7 @@ def test_the_finished_jobs_page_has_its_report(page, server):
     shown = page.inner_text("dl.facts dt:has-text('best validation loss') + dd")
     assert float(shown) == pytest.approx(outcome["best_validation_loss"], abs=1e-4)
     assert report.query_selector("img.curve") is not None and page.query_selector("text=form-job-model")
+    assert page.query_selector("ul.files a:text-is('model/model.safetensors')")  # the artifacts
     screenshot(page, "run", full_page=True)
 
 

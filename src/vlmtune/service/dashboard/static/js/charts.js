@@ -21,7 +21,7 @@ export function lineChart(parent, { title, name, series, yLog = false, height = 
     series: [{ label: "step", value: (u, v) => (v === null || v === undefined ? "–" : v) },
       ...series.map((s, i) => ({
         label: s.label, stroke: s.color || COLORS[i % COLORS.length], width: s.width || 2, dash: s.dash, spanGaps: true,
-        points: { show: s.points ?? false, size: 5 }, value: (u, v) => num(v, 4),
+        points: { show: s.points ?? false, size: s.pointSize || 5 }, value: (u, v) => num(v, 4),
       }))],
   };
   let plot = new uPlot(opts, [[], ...series.map(() => [])], box);

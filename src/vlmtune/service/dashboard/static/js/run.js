@@ -21,7 +21,7 @@ export async function runView(main, params, cleanups) {
   main.dataset.ref = ref;
 
   const loss = lineChart(charts, { title: "Loss", name: "loss", series: [
-    { label: "training", color: "#4263eb" }, { label: "validation", color: "#e8590c", points: true, width: 2.5 }] });
+    { label: "training", color: "#4263eb" }, { label: "validation", color: "#e8590c", points: true, pointSize: 8, width: 2.5 }] });
   const lr = lineChart(charts, { title: "Learning rate", name: "lr", series: [{ label: "learning rate", color: "#2f9e44" }] });
   const grad = lineChart(charts, { title: "Gradient norm (before clipping)", name: "grad", series: [{ label: "grad norm", color: "#ae3ec9" }] });
   const speed = lineChart(charts, { title: "Throughput (tokens/s)", name: "speed", series: [{ label: "tokens/s", color: "#1098ad", points: true }] });
@@ -66,9 +66,10 @@ export async function runView(main, params, cleanups) {
     if (u.train || u.val || u.speed || u.reset) draw();
     if (u.log) appendLog(logBox, u.log);
     if (u.status) {
-      const wasFinal = FINAL.has(current.state);
+      const before = current.state;
       showStatus(u.status);
-      if (!wasFinal && FINAL.has(u.status.state)) showDetail();
+      // A new phase brings what the page shows besides the curves: phase times, the config, artifacts, the report.
+      if (u.status.state !== before) showDetail();
     }
     main.dataset.events = String(++events);
   });
