@@ -263,3 +263,21 @@ def test_gpus_are_read_through_nvml_where_a_driver_answers(monkeypatch):
     monkeypatch.setitem(machine._nvml, "ready", None)
     assert machine.gpus() == ([{"index": 0, "name": "NVIDIA H200", "memoryUsed": 3 << 30, "memoryTotal": 141 << 30,
                                 "utilization": 87, "temperature": 61, "powerWatts": None, "processes": 2}], None)
+
+
+def test_cpu_use_is_measured_between_looks_from_any_thread():
+    """Requests run on any thread of a pool; a per-thread sample (psutil's cpu_percent) would read 0 on each new one."""
+    import threading
+    import time
+
+    from vlmtune.service.dashboard import machine
+
+    machine.cpu_percent()
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:  # keep one CPU busy between the two looks
+        pass
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(machine.cpu_percent()))
+    thread.start()
+    thread.join()
+    assert max(seen[0]) > 0

@@ -17,7 +17,10 @@ from vlmtune.service.store import loads
 
 _nvml_lock = threading.Lock()
 _nvml: dict = {"ready": None, "why": None}
-psutil.cpu_percent(interval=None, percpu=True)  # the first call only starts the measurement: later calls measure since the last
+# CPU use between two looks, shared by every thread: psutil's own cpu_percent() keeps its last sample per thread,
+# and requests run on whichever thread of the pool is free, so it would mostly answer 0 (a first look).
+_cpu_lock = threading.Lock()
+_cpu_last = psutil.cpu_times(percpu=True)
 
 
 def gpus() -> tuple[list[dict], str | None]:
@@ -53,9 +56,31 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def cpu_percent() -> list[float]:
+    """Each CPU's busy percentage since the last look (by anyone)."""
+    global _cpu_last
+    with _cpu_lock:
+        before, now = _cpu_last, psutil.cpu_times(percpu=True)
+        _cpu_last = now
+    out = []
+    for a, b in zip(before, now):
+        total, idle = _total(b) - _total(a), _idle(b) - _idle(a)
+        out.append(max(0.0, min(100.0, 100 * (1 - idle / total))) if total > 0 else 0.0)
+    return out
+
+
+def _total(times) -> float:
+    # guest time is already counted in user time on Linux; psutil subtracts it the same way
+    return sum(times) - getattr(times, "guest", 0) - getattr(times, "guest_nice", 0)
+
+
+def _idle(times) -> float:
+    return times.idle + getattr(times, "iowait", 0)
+
+
 def host(home) -> dict:
     memory, disk = psutil.virtual_memory(), shutil.disk_usage(home)
-    per_cpu = psutil.cpu_percent(interval=None, percpu=True)  # one call: a second one would measure the moment between
+    per_cpu = cpu_percent()
     return {"cpus": psutil.cpu_count(), "cpuPercent": sum(per_cpu) / max(len(per_cpu), 1), "perCpu": per_cpu,
             "load": list(psutil.getloadavg()), "memoryUsed": memory.total - memory.available, "memoryTotal": memory.total,
             "diskUsed": disk.used, "diskTotal": disk.total, "home": str(home)}
