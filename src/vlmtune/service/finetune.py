@@ -13,8 +13,6 @@ from vlmtune.config import TrainConfig, load_config
 from vlmtune.models.loading import load_model
 from vlmtune.service import locations
 from vlmtune.service.progress import RUN, Progress
-from vlmtune.service.staging import images_root
-from vlmtune.training.metric_logging import TRAIN_CSV
 from vlmtune.training.run import train
 
 
@@ -24,7 +22,9 @@ def train_and_upload(spec: dict, folder: Path, progress: Progress, flag, staged:
     progress.phase("dataProcessing", "InProgress")
     values = spec["hyperParameters"] | {"model": base_model(spec["base"], folder), "train_data": staged[0][1],
                                         "val_data": staged[1][1] if len(staged) > 1 else None, "output": folder / RUN,
-                                        "images_root": images_root([uri for uri, _ in staged])}
+                                        # The staged copies hold absolute image paths, checked against each source's
+                                        # own folder by validate_datasets; the recipe need not fence them again.
+                                        "images_root": Path("/")}
     cfg = load_config(TrainConfig, None, values)
     result = train(cfg, should_stop=_step_hook(folder, progress, flag))
     if result.interrupted:
@@ -39,7 +39,8 @@ def train_and_upload(spec: dict, folder: Path, progress: Progress, flag, staged:
 
 
 def _step_hook(folder: Path, progress: Progress, flag) -> Callable[[], bool]:
-    """Called after every optimizer step: the first one ends data processing; each logs a line; stop?"""
+    """Called after every optimizer step: the first one ends data processing; stop? (The recipe itself writes the
+    progress lines into the worker's log, since its stderr is not a terminal.)"""
     started = [False]
 
     def after_step() -> bool:
@@ -47,19 +48,9 @@ def _step_hook(folder: Path, progress: Progress, flag) -> Callable[[], bool]:
             progress.phase("dataProcessing", "Completed")
             progress.phase("training", "InProgress")
             started[0] = True
-        print(_step_line(folder / RUN / TRAIN_CSV), flush=True)
         return flag.action() is not None
 
     return after_step
-
-
-def _step_line(path: Path) -> str:
-    """`step 5 (epoch 1): training loss 5.1484` from the row the recipe has just logged."""
-    try:
-        step, epoch, loss = path.read_text(encoding="utf-8").strip().splitlines()[-1].split(",")[:3]
-        return f"step {step} (epoch {epoch}): training loss {float(loss):.4f}"
-    except (OSError, IndexError, ValueError):
-        return "step done"
 
 
 def base_model(base: dict, folder: Path) -> str:

@@ -8,7 +8,6 @@ s3:// URI beside an S3 one. A resumed job reads its own copy, never a file the u
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from vlmtune.data.validate import validate_file
@@ -60,15 +59,9 @@ def _s3_location(block: object) -> dict | None:
     return location if isinstance(location, dict) else None
 
 
-def images_root(uris: list[str]) -> Path | None:
-    """The folder a job's local data files may name images in: their own (the one holding both, for two).
-
-    The staged copies name images by absolute path, so the validator and the training must fence them by the
-    original files' folder, not the copy's: a `../../etc/passwd` in the user's file is still refused.
-    S3 data names S3 images, which no local fence applies to.
-    """
-    folders = [str(locations.local_path(locations.parent(u))) for u in uris if not locations.is_s3(u)]
-    return Path(os.path.commonpath(folders)) if folders else None
+def images_root(uri: str) -> Path | None:
+    """The folder a local dataset's images must lie in: the data file's own (S3 images are addressed by URI)."""
+    return None if locations.is_s3(uri) else locations.local_path(uri).parent
 
 
 def validate_datasets(files: list[tuple[str, Path]], report: Path, target: str = "generic") -> str | None:
@@ -77,9 +70,9 @@ def validate_datasets(files: list[tuple[str, Path]], report: Path, target: str =
     The full report (errors and warnings, every line) is written to `report` either way.
     """
     lines, errors = [], []
-    root = images_root([uri for uri, _ in files])
     for uri, path in files:
-        for problem in validate_file(path, "bedrock", target, images_root=root):
+        # Images of a local file must lie inside that file's folder, as for `vlmtune train` on the file itself.
+        for problem in validate_file(path, "bedrock", target, images_root=images_root(uri)):
             text = problem.format(uri)
             lines.append(text)
             if problem.severity == "error":
