@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install browser lint clean
+.PHONY: demo test test-slow install browser lint clean
 
 # The stamp file makes set-up run once, and again only when the dependencies change.
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -17,8 +17,8 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/vlmtune quickstart --out quickstart_out
 
-# The dashboard's browser tests drive the distribution's Chromium (never a downloaded build): installed here when
-# missing. VLMTUNE_SKIP_BROWSER_TESTS=1 skips both the install and those tests; otherwise they fail without it.
+# The dashboard's browser tests (slow tier) drive the distribution's Chromium (never a downloaded build): installed
+# here when missing. VLMTUNE_SKIP_BROWSER_TESTS=1 skips both the install and those tests; otherwise they fail without it.
 CHROMIUM ?= $(or $(VLMTUNE_CHROMIUM),/usr/bin/chromium)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -28,8 +28,12 @@ browser:
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi
 
-test: install browser
+test: install
 	$(BIN)/python -m pytest
+
+# The slow tier (minutes), the dashboard's browser scenario among it.
+test-slow: install browser
+	$(BIN)/python -m pytest -m slow
 
 lint: install
 	$(BIN)/ruff check src tests

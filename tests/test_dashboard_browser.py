@@ -5,6 +5,10 @@ loss chart gain points while it trains; stop another job waiting in the queue; o
 report; compare it with a command-line run; browse an extraction compare's predictions and filter to the
 wrong ones; deploy the job's model and ask it about an uploaded image in the playground. Each page is
 screenshotted into docs/screenshots/ for the README.
+
+Slow tier (`make test-slow`, or `pytest -m slow tests/test_dashboard_browser.py`): the module trains two real
+runs and waits for a job to finish, about 3.5 minutes on a loaded 2-core machine (the set-up about 65 s, the
+live-chart test and the report test about 60 s each, the others under 5 s).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dashboard_fixtures import chromium, cli_run, fenced, screenshot, scripted_e
 from service_fixtures import API_KEY, bedrock, job_request, running_service, wait_for
 from train_fixtures import write_chart_data
 
+pytestmark = pytest.mark.slow  # one scenario: its tests run in order and together, never some of them
 FINAL = ("Completed", "Failed", "Stopped")
 state: dict = {}  # what one test leaves for the next: the scenario's job
 
