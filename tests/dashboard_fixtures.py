@@ -92,20 +92,21 @@ def write_w2_data(folder: Path, n: int = 4) -> Path:
 
 @contextmanager
 def scripted_answers(answers: dict[str, str]) -> Iterator[None]:
-    """Make the eval loop's generation answer each record id with `answers[id]` (the model still loads)."""
+    """Make the eval loop answer each record id with `answers[id]` (the model still loads, prompts are still encoded)."""
     import vlmtune.evaluation.run as eval_run
     from vlmtune.models.generate import Generation
 
-    real = eval_run.generate_batch
+    real = eval_run._answer_batch
 
-    def scripted(model, processor, records, images, sampling=None, logits_processor=None):
-        return [Generation(answers[r.id], 10 + i, max(1, len(answers[r.id]) // 4)) for i, r in enumerate(records)]
+    def scripted(model, processor, batch, task, sampling, schema, constrained):
+        outs = [Generation(answers[r.id], 10 + i, max(1, len(answers[r.id]) // 4)) for i, r in enumerate(batch.records)]
+        return [eval_run._row(r, out, task, schema, 0.01) for r, out in zip(batch.records, outs)]
 
-    eval_run.generate_batch = scripted
+    eval_run._answer_batch = scripted
     try:
         yield
     finally:
-        eval_run.generate_batch = real
+        eval_run._answer_batch = real
 
 
 def scripted_eval(out: Path, data: Path, task: str, answers: dict[str, str], model: str = "tiny") -> dict:
