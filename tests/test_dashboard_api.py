@@ -281,3 +281,13 @@ def test_cpu_use_is_measured_between_looks_from_any_thread():
     thread.start()
     thread.join()
     assert max(seen[0]) > 0
+
+
+# ---------------------------------------------------------------------------------------- the playground
+def test_the_playground_reaches_the_converse_route_past_its_host_check(api):
+    """The playground calls Converse in process: the request must name a host the service accepts, so an unknown
+    deployment is Converse's own not-found answer (not a 400 about the Host header)."""
+    got = api.post("/playground", json={"modelId": "no-such-deployment", "question": "Which bar is tallest?"})
+    assert got.status_code == 200
+    answer = got.json()
+    assert answer["status"] == 404 and "no-such-deployment" in answer["error"] and "Host" not in answer["error"]

@@ -50,7 +50,8 @@ async def ask(svc, body: dict) -> dict:
     request = converse_body(body)
     headers = {"authorization": f"Bearer {svc.cfg.api_key}"} if svc.cfg.api_key else {}
     start = time.perf_counter()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=svc.app), base_url="http://vlmtune.local", timeout=None) as client:
+    # 127.0.0.1: a name the serving app's Host check (against DNS rebinding) accepts whatever the service binds to
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=svc.app), base_url="http://127.0.0.1", timeout=None) as client:
         response = await client.post(f"/model/{quote(model, safe='')}/converse", json=request, headers=headers)
     out = {"status": response.status_code, "roundTripMs": round((time.perf_counter() - start) * 1000), "request": _shown(request)}
     try:
