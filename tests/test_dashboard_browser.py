@@ -7,8 +7,8 @@ wrong ones; deploy the job's model and ask it about an uploaded image in the pla
 screenshotted into docs/screenshots/ for the README.
 
 Slow tier (`make test-slow`, or `pytest -m slow tests/test_dashboard_browser.py`): the module trains two real
-runs and waits for a job to finish, about 3.5 minutes on a loaded 2-core machine (the set-up about 65 s, the
-live-chart test and the report test about 60 s each, the others under 5 s).
+runs and waits for a job to finish, 3.5 to 4.5 minutes on a loaded 2-core machine (the set-up 50 to 90 s, the
+live-chart test and the report test 50 to 85 s each, the others under 5 s).
 """
 
 from __future__ import annotations
