@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow install browser lint clean
+.PHONY: demo test install browser lint clean
 
 # The stamp file makes set-up run once, and again only when the dependencies change.
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -28,15 +28,14 @@ browser:
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi
 
-test: install
+# Both tiers: the fast one first (it fails early), then the slow one (kill -9, DDP, the service's jobs, the
+# dashboard in a browser).
+test: install browser
 	$(BIN)/python -m pytest
-
-# The slow tier (minutes), the dashboard's browser scenario among it.
-test-slow: install browser
 	$(BIN)/python -m pytest -m slow
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 clean:
 	rm -rf $(VENV) quickstart_out

@@ -1,6 +1,6 @@
 """What the dashboard tests drive and show: headless Chromium, a command-line run, eval folders with known verdicts.
 
-The browser is the system's Chromium (`apt-get install chromium`; `make test-slow` installs it) driven by
+The browser is the system's Chromium (`apt-get install chromium`; `make test` installs it) driven by
 Playwright, never a downloaded build. A machine where it cannot start fails these tests, in CI as anywhere,
 unless VLMTUNE_SKIP_BROWSER_TESTS=1 says to skip them.
 
@@ -39,7 +39,7 @@ def chromium() -> Iterator:
     except ImportError:
         pytest.fail("the Python package playwright is missing: `make test` (or pip install -c requirements.lock -e '.[dev]') installs it")
     if not Path(CHROMIUM).is_file():
-        pytest.fail(f"no Chromium at {CHROMIUM}: `make test-slow` installs it (apt-get install chromium), or set VLMTUNE_CHROMIUM; "
+        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs it (apt-get install chromium), or set VLMTUNE_CHROMIUM; "
                     f"{SKIP_ENV}=1 skips these tests")
     with tempfile.TemporaryDirectory(prefix="vlmtune-chromium-") as profile, sync_playwright() as p:
         context = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=FLAGS, headless=True,
