@@ -6,9 +6,9 @@ report; compare it with a command-line run; browse an extraction compare's predi
 wrong ones; deploy the job's model and ask it about an uploaded image in the playground. Each page is
 screenshotted into docs/screenshots/ for the README.
 
-Slow tier (`make test` runs it after the fast one; alone: `pytest -m slow tests/test_dashboard_browser.py`): the module trains two real
-runs and waits for a job to finish, 3.5 to 4.5 minutes on a loaded 2-core machine (the set-up 50 to 90 s, the
-live-chart test and the report test 50 to 85 s each, the others under 5 s).
+Slow tier (`make test` runs it after the fast one; alone: `pytest -m slow tests/test_dashboard_browser.py`):
+the module trains two real runs and waits for a job to finish, 3.5 to 4.5 minutes on a loaded 2-core machine
+(the set-up 50 to 90 s, the live-chart test and the report test 50 to 85 s each, the others under 5 s).
 """
 
 from __future__ import annotations
