@@ -124,7 +124,7 @@ def _answer_from_weights(trained: dict, service) -> str:
     body = {"messages": [{"role": "user", "content": [{"image": {"format": "png", "source": {"bytes": base64.b64encode(png()).decode()}}},
                                                       {"text": "Which colour is the tallest bar?"}]}],
             "inferenceConfig": {"maxTokens": 6, "temperature": 0}}
-    job = parse_converse_request("x", body, ImageLimits(), 64)
+    job = parse_converse_request("x", body, ImageLimits(), 64, max_messages=1024)
     return generate_batch(model.eval(), processor, [job.record], [job.images], sampling=job.sampling)[0].text
 
 
