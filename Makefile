@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install browser lint clean
 
 # The stamp file makes set-up run once, and again only when the dependencies change.
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -17,8 +17,20 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/vlmtune quickstart --out quickstart_out
 
-# Both tiers: the fast one first (it fails early), then the slow one (kill -9, DDP, the service's jobs).
-test: install
+# The dashboard's browser tests (slow tier) drive the distribution's Chromium (never a downloaded build): installed
+# here when missing. VLMTUNE_SKIP_BROWSER_TESTS=1 skips both the install and those tests; otherwise they fail without it.
+CHROMIUM ?= $(or $(VLMTUNE_CHROMIUM),/usr/bin/chromium)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	@if [ "$$VLMTUNE_SKIP_BROWSER_TESTS" != 1 ] && [ ! -x $(CHROMIUM) ]; then \
+	  echo "installing Chromium for the dashboard's browser tests (apt-get install chromium)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
+# Both tiers: the fast one first (it fails early), then the slow one (kill -9, DDP, the service's jobs, the
+# dashboard in a browser).
+test: install browser
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest -m slow
 

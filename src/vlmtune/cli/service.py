@@ -24,7 +24,8 @@ def service(cfg: ServiceConfig) -> None:
     def ready(url: str) -> None:
         click.echo(f"vlmtune service at {url} (home {cfg.home}; {svc.runner.executor.slots()} job(s) at a time)\n"
                    f"  boto3:   boto3.client('bedrock', endpoint_url='{url}'), boto3.client('bedrock-runtime', endpoint_url='{url}')\n"
-                   f"  OpenAI:  {url}/v1   health: {url}/health", err=True)
+                   f"  OpenAI:  {url}/v1   health: {url}/health\n"
+                   f"  dashboard: {url}/" + ("  (sign in with the API key)" if cfg.api_key else ""), err=True)
         if cfg.api_key is None and cfg.host not in ("127.0.0.1", "localhost", "::1"):
             click.secho(f"warning: listening on {cfg.host} with no --api-key; anyone who can reach it can use it", fg="yellow", err=True)
 

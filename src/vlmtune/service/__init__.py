@@ -22,4 +22,5 @@
     staging.py         a job's data copied into its folder line for line, image paths absolute, validated
     finetune.py        the training part of a worker: the recipe of `vlmtune train`, then the upload
     batch.py           batch inference in a worker: Converse inputs answered, error lines, the manifest
+    dashboard/         the page at `/`: jobs, live curves, compare, predictions, models, playground, machine
 """

@@ -19,7 +19,7 @@ from pathlib import Path
 import uvicorn
 
 from vlmtune.io import write_json
-from vlmtune.service import imports, routes
+from vlmtune.service import dashboard, imports, routes
 from vlmtune.service.config import ServiceConfig
 from vlmtune.service.deployments import Deployments
 from vlmtune.service.executor import Executor, LocalExecutor
@@ -50,6 +50,7 @@ class Service:
         self.app = create_app(serve_cfg, registry=self.registry)
         self.app.state.service = self
         routes.install(self.app, self)
+        dashboard.install(self.app, self)  # the page at / (issue 14)
         self._closed = False
 
     def start(self) -> None:
