@@ -188,3 +188,14 @@ def test_the_service_command_refuses_bad_options_in_one_line():
     assert result.exit_code == 2 and "port" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(main, ["service", "--on-restart", "maybe"])
     assert result.exit_code == 2 and "maybe" in result.output
+
+
+def test_a_service_behind_a_dns_name_accepts_the_names_it_is_given_and_no_others(tmp_path):
+    import httpx
+
+    with running_service(tmp_path / "home", IdleExecutor(), allowed_hosts=["vlmtune.example.com"]) as server:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        named = httpx.get(server.url + "/model-customization-jobs", headers=headers | {"Host": "vlmtune.example.com"})
+        foreign = httpx.get(server.url + "/model-customization-jobs", headers=headers | {"Host": "evil.example.net"})
+    assert named.status_code == 200, named.text
+    assert foreign.status_code == 400 and "evil.example.net" in foreign.text

@@ -46,7 +46,7 @@ class Service:
         self.runner = Runner(self, executor or LocalExecutor(cfg.max_jobs), cfg.stop_timeout)
         self.deployments = Deployments(self)
         serve_cfg = ServeConfig(api_key=cfg.api_key, host=cfg.host, port=cfg.port, device=cfg.device, max_tokens=cfg.max_tokens,
-                                invocation_log=cfg.invocation_log)
+                                invocation_log=cfg.invocation_log, allowed_hosts=cfg.allowed_hosts)
         self.app = create_app(serve_cfg, registry=self.registry)
         self.app.state.service = self
         routes.install(self.app, self)

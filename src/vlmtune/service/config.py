@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from vlmtune.serving import ServeOptions
 
 HOME_ENV = "VLMTUNE_HOME"
 ENDPOINT_ENV = "VLMTUNE_ENDPOINT"
@@ -28,6 +30,9 @@ class ServiceConfig(BaseModel):
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="port to listen on (0 = any free port)")
     api_key: str | None = Field(None, json_schema_extra={"envvar": "VLMTUNE_API_KEY"},
                                 description="require this key (Bearer, or the AWS access key id) on every route but /health")
+    # Other Host headers are refused (DNS rebinding); a service behind a proxy or a DNS name lists that name here.
+    allowed_hosts: list[str] = Field([], description="Host header names accepted besides the bind address and "
+                                     "localhost/127.0.0.1/::1 (comma-separated; '*' accepts any)")
     region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{1,20}$", description="region written into ARNs")
     account_id: str = Field("000000000000", pattern=r"^[0-9]{12}$", description="account id written into ARNs")
     max_jobs: int = Field(0, ge=0, description="jobs running at once; 0 = one per GPU, or one on a machine without one")
@@ -37,6 +42,11 @@ class ServiceConfig(BaseModel):
     max_tokens: int = Field(1024, ge=1, description="cap on a request's maxTokens for deployed models")
     invocation_log: Path | None = Field(None, description="append every Converse call to a deployment (request with its requestMetadata, "
                                         "response) to this JSONL file in the invocation-log shape a DISTILLATION job reads; off by default")
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value):
+        return ServeOptions._split_hosts(value)
 
     @model_validator(mode="after")
     def _home(self):
