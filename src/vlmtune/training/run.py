@@ -31,7 +31,10 @@ RUN_CONFIG = "run_config.yaml"
 FORMAT = 1  # of run_config.yaml; 0 (vlmtune 0.1) had no format_version and reads the same
 # Settings that do not change what a run computes: a resume may change them (a bigger disk, another GPU,
 # more frequent checkpoints or logs). Every other setting must match the saved run to resume it.
-RESUME_MAY_CHANGE = frozenset({"output", "overwrite", "device", "save_every_steps", "log_every_steps", "report_to"})
+RESUME_MAY_CHANGE = frozenset({"output", "overwrite", "device", "save_every_steps", "log_every_steps", "report_to",
+                               # how fast, not what: the input pipeline and memory levers compute the same steps
+                               "num_workers", "encoded_cache", "vision_feature_cache_mb", "gradient_checkpointing",
+                               "vision_gradient_checkpointing", "torch_compile"})
 
 
 def read_records(path: Path, images_root: Path | None) -> list[Record]:
