@@ -32,8 +32,8 @@ from vlmtune.training.batching import BatchPlan
 from vlmtune.training.features import image_keys
 from vlmtune.training.record_cache import RecordCache, processor_fingerprint
 
-# Records per item of the length pass: enough to amortise the trip from a worker, small enough to stream.
-SCAN_CHUNK = 8
+# Records per item of the length pass: a few, so that every worker has work even on a small dataset.
+SCAN_CHUNK = 2
 
 
 def cap_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
