@@ -1,4 +1,4 @@
-"""`vlmtune data stats | split | synth` through the real CLI, plus the token rules stats relies on."""
+"""`vlmtune data stats | split | synth` through the real CLI (token budgets themselves: test_budget.py)."""
 
 import hashlib
 import json
@@ -10,7 +10,6 @@ from vlmtune.cli.main import main
 from vlmtune.data.formats.detect import read_records, write_records
 from vlmtune.data.record import qa_record
 from vlmtune.data.split import split_file
-from vlmtune.data.tokens import mllama_tokens, qwen_resize, qwen_tokens, smolvlm_tokens
 
 
 def invoke(*args):
@@ -85,31 +84,6 @@ def test_split_keeps_shared_images_together_and_writes_the_input_format(tmp_path
     first = {n: (tmp_path / "out" / f"{n}.jsonl").read_bytes() for n in ("train", "validation", "test")}
     split_file(tmp_path / "in" / "d.jsonl", tmp_path / "again", seed=3)
     assert first == {n: (tmp_path / "again" / f"{n}.jsonl").read_bytes() for n in ("train", "validation", "test")}
-
-
-def test_token_rules():
-    assert mllama_tokens(500, 500) == 1601 and mllama_tokens(1200, 600) == 2 * 1601 and mllama_tokens(4000, 4000) == 4 * 1601
-    assert qwen_resize(612, 792) == (616, 784) and qwen_tokens(612, 792) == 22 * 28
-    w, h = qwen_resize(4000, 3000, max_pixels=28 * 28 * 256)
-    assert w * h <= 28 * 28 * 256 and w % 28 == 0 and h % 28 == 0 and abs(w / h - 4 / 3) < 0.1
-    assert qwen_resize(10, 10) == (56, 56)
-    assert smolvlm_tokens(512, 512) == 64 and smolvlm_tokens(1024, 512) == 3 * 64 and smolvlm_tokens(4096, 4096) == 17 * 64
-
-
-def test_stats_counts_tokens_and_suggests_a_fit(tmp_path):
-    from PIL import Image
-
-    Image.new("RGB", (1120, 1120)).save(tmp_path / "big.png")
-    Image.new("RGB", (300, 200)).save(tmp_path / "small.png")
-    write_records(tmp_path / "d.jsonl", [qa_record("big.png", "Q" * 400, "A"), qa_record("small.png", "Q", "A")], "bedrock")
-    out = invoke("stats", tmp_path / "d.jsonl", "--model", "llama3.2-11b", "--max-length", 2000)
-    assert "2 records (bedrock), 2 images" in out and "smallest 300x200" in out and "largest 1120x1120" in out
-    assert "records over 2,000 tokens: 1 (50.0%)" in out  # 4 tiles x 1,601 for the big one
-    assert f"max length {((4 * 1601 + 101 + 63) // 64) * 64}" in out
-    out = invoke("stats", tmp_path / "d.jsonl", "--model", "qwen2-vl", "--max-length", 1000)
-    tip = next(line for line in out.splitlines() if "max_pixels" in line)
-    pixels = int(tip.split("max_pixels ")[1].split(" ")[0].replace(",", ""))
-    assert 101 + 1 + qwen_tokens(1120, 1120, pixels) <= 1000 < 101 + 1 + qwen_tokens(1120, 1120, pixels * 2)
 
 
 def test_stats_rejects_an_unknown_model(tmp_path):

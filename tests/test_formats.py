@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +13,8 @@ from vlmtune.cli.main import main
 from vlmtune.data.convert import convert_file
 from vlmtune.data.formats.detect import FORMATS, detect_format, read_records, write_records
 from vlmtune.data.record import ImagePart, Message, Record, TextPart
+from vlmtune.data.validate import validate_file
+from vlmtune.errors import VlmtuneError
 
 
 def png_bytes(colour=(200, 30, 30), size=(16, 12)) -> bytes:
@@ -103,13 +106,16 @@ def test_detect_format(obj, key):
 
 def test_convert_writes_inline_images_as_files_and_reports_losses(tmp_path):
     src = tmp_path / "in" / "d.jsonl"
+    (tmp_path / "in" / "pics").mkdir(parents=True)
+    (tmp_path / "in" / "pics" / "b.png").write_bytes(png_bytes((0, 0, 255)))
     write_records(src, [conversation(DATA_URI, system="Be brief."), conversation("pics/b.png")], "openai")
     out = tmp_path / "out" / "d.jsonl"
     key, n, lost = convert_file(src, "llava", out)
     assert (key, n) == ("openai", 2)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows[0]["image"].startswith("d_images/") and (out.parent / rows[0]["image"]).read_bytes() == png_bytes()
-    assert rows[1]["image"] == "../in/pics/b.png"  # still points at the same file from the new folder
+    # A local image outside the output folder is placed inside it, so the output reads with the default images root.
+    assert rows[1]["image"].startswith("d_images/") and (out.parent / rows[1]["image"]).read_bytes() == png_bytes((0, 0, 255))
     assert any("system prompt" in what for what in lost)
 
     result = CliRunner().invoke(main, ["data", "convert", str(src), "--to", "prompt-completion", "--out", str(tmp_path / "pc.jsonl")])
@@ -124,3 +130,65 @@ def test_read_errors_name_file_line_and_field(tmp_path):
     assert result.exit_code == 1
     assert "d.jsonl:2: field 'prompt': expected a string, found 3" in result.output
     assert not (tmp_path / "o.jsonl").exists()
+
+
+# ---------------------------------------------------------------- issue 9.7: the peers' VLM layouts keep their images
+LLAMA_FACTORY = {"messages": [{"role": "user", "content": "<image>Who drew this chart?"}, {"role": "assistant", "content": "Nobody."},
+                              {"role": "user", "content": "And this one? <image>"}, {"role": "assistant", "content": "Me."}],
+                 "images": ["a.png", "b.png"]}
+TRL = {"images": ["a.png", "b.png"], "messages": [
+    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Who drew this chart?"}]},
+    {"role": "assistant", "content": [{"type": "text", "text": "Nobody."}]},
+    {"role": "user", "content": [{"type": "text", "text": "And this one?"}, {"type": "image"}]},
+    {"role": "assistant", "content": [{"type": "text", "text": "Me."}]}]}
+
+
+@pytest.mark.parametrize("obj, key", [(LLAMA_FACTORY, "sharegpt"), (TRL, "openai")], ids=["llama-factory", "trl"])
+def test_llama_factory_and_trl_layouts_are_read_with_their_images_in_place(tmp_path, obj, key):
+    (tmp_path / "d.jsonl").write_text(json.dumps(obj) + "\n")
+    found, [record] = read_records(tmp_path / "d.jsonl")
+    assert found == key
+    first, _, second, _ = record.messages
+    assert [type(p).__name__ for p in first.content] == ["ImagePart", "TextPart"] and first.images[0].source == "a.png"
+    assert second.images[0].source == "b.png" and second.text.strip() == "And this one?"
+    assert record.answer == "Me."
+
+
+def test_trl_prompt_completion_with_images():
+    obj = {"images": ["a.png"], "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q?"}]}],
+           "completion": [{"role": "assistant", "content": [{"type": "text", "text": "A"}]}]}
+    assert detect_format(obj) == "openai"
+    record = FORMATS["openai"].parse(obj, origin="d.jsonl:1")
+    assert record.images[0].source == "a.png" and record.answer == "A"
+
+
+@pytest.mark.parametrize("obj, fmt, message", [
+    (LLAMA_FACTORY, "claude", "expected no images in the claude format"),
+    ({"prompt": "p", "completion": "c", "images": ["a.png"]}, "auto", "expected no images in the prompt-completion format"),
+    ({"conversations": [{"from": "gpt", "value": "hi"}], "images": ["a.png"]}, "auto", r"expected all 1 listed image\(s\)"),
+    (dict(TRL, images=["a.png"]), "auto", "found none left"),
+    (dict(TRL, images=["a.png", "b.png", "c.png"]), "auto", r"found 1 image\(s\) with no part to place them"),
+], ids=["claude-forced", "prompt-completion", "no-user-turn", "trl-too-few", "trl-too-many"])
+def test_a_record_with_images_never_becomes_one_without_them(tmp_path, obj, fmt, message):
+    (tmp_path / "d.jsonl").write_text(json.dumps(obj) + "\n")
+    with pytest.raises(VlmtuneError, match=message):
+        read_records(tmp_path / "d.jsonl", fmt)
+    assert [p.code for p in validate_file(tmp_path / "d.jsonl", fmt)] in (["images-lost"], ["image-placeholders"])
+
+
+def test_train_reads_every_format(tmp_path):
+    """`vlmtune train` on a LLaMA-Factory file (it read only bedrock JSONL before)."""
+    Image.new("RGB", (16, 16), "red").save(tmp_path / "a.png")
+    Image.new("RGB", (16, 16), "blue").save(tmp_path / "b.png")
+    rows = [dict(LLAMA_FACTORY, messages=[{"role": "user", "content": f"<image>Colour {i}?"}, {"role": "assistant", "content": "red"},
+                                          {"role": "user", "content": "<image>And now?"}, {"role": "assistant", "content": "blue"}])
+            for i in range(4)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from vlmtune.training.run import read_records as read_for_training
+
+    records = read_for_training(tmp_path / "d.jsonl", None)
+    assert [len(r.images) for r in records] == [2] * 4 and all(Path(p.source).is_absolute() for r in records for p in r.images)
+    result = CliRunner().invoke(main, ["train", "--model", "tiny", "--train-data", str(tmp_path / "d.jsonl"), "--output", str(tmp_path / "run"),
+                                       "--epochs", "1", "--batch-size", "2", "--warmup-steps", "0"])
+    assert result.exit_code == 0, result.output
+    assert "full fine-tuning done: 2 steps" in result.output

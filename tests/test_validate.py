@@ -52,9 +52,14 @@ RULES = [
     (bedrock(GOOD_USER, text_turn("assistant", "  ")), {}, (2, "error", "empty-turn")),
     (bedrock(GOOD_USER, {"role": "assistant", "content": [image_block("images/ok.png"), {"text": "A"}]}), {}, (2, "error", "image-in-assistant")),
     (bedrock(GOOD_USER, text_turn("user", "more"), GOOD_ASSISTANT), {"target": "nova-lite"}, (2, "error", "alternation")),
-    (bedrock(GOOD_USER, text_turn("user", "more"), GOOD_ASSISTANT), {}, (2, "warning", "alternation")),
+    # Issue 9.12: two questions in a row, a first answer with no question or a last question with no answer is an error
+    # for every target; only a target that allows it (Llama) takes consecutive user turns.
+    (bedrock(GOOD_USER, text_turn("user", "more"), GOOD_ASSISTANT), {}, (2, "error", "alternation")),
+    (bedrock(GOOD_USER, text_turn("user", "more"), GOOD_ASSISTANT), {"target": "llama3.2-11b"}, (2, "warning", "alternation")),
+    (bedrock(GOOD_USER, text_turn("assistant", "a"), text_turn("assistant", "b")), {}, (2, "warning", "alternation")),
     (bedrock(text_turn("assistant", "hi"), GOOD_USER, GOOD_ASSISTANT), {"target": "nova-lite"}, (2, "error", "first-not-user")),
-    (bedrock(GOOD_USER), {}, (2, "warning", "last-not-assistant")),
+    (bedrock(text_turn("assistant", "hi"), GOOD_USER, GOOD_ASSISTANT), {}, (2, "error", "first-not-user")),
+    (bedrock(GOOD_USER), {}, (2, "error", "last-not-assistant")),
     (bedrock(GOOD_USER), {"target": "nova-lite"}, (2, "error", "last-not-assistant")),
     (bedrock(GOOD_USER, GOOD_ASSISTANT, system=[{"text": "a"}, {"text": "b"}]), {"target": "llama3.2-11b"}, (2, "error", "system-too-many")),
     (bedrock(GOOD_USER, text_turn("assistant", "Assistant: hi")), {"target": "nova-lite"}, (2, "error", "reserved-string")),
@@ -67,11 +72,23 @@ RULES = [
     (bedrock({"role": "user", "content": [image_block("images/ok.png", "jpeg"), {"text": "Q"}]}, GOOD_ASSISTANT), {}, (2, "error", "image-format-mismatch")),
     (bedrock(GOOD_USER, text_turn("assistant", "A.")), {}, (2, "warning", "duplicate-record")),
     (bedrock(GOOD_USER, text_turn("assistant", "B.")), {}, (2, "warning", "image-conflicting-answers")),
+    # Issue 9.7: the validator checks schemaVersion (the service refuses a record without it).
+    ({"messages": [GOOD_USER, text_turn("assistant", "B")]}, {}, (2, "warning", "schema-version")),
+    ({"messages": [GOOD_USER, text_turn("assistant", "B")]}, {"target": "nova-lite"}, (2, "error", "schema-version")),
+    (bedrock(GOOD_USER, text_turn("assistant", "B"), schemaVersion="bedrock-conversation-2023"), {"format": "bedrock"},
+     (2, "error", "schema-version")),
+    # Issue 10.10: a literal image placeholder in text makes the processor count an image that is not there.
+    (bedrock(text_turn("user", "What is <image> here?"), GOOD_ASSISTANT), {}, (2, "error", "image-token-in-text")),
+    (bedrock(GOOD_USER, text_turn("assistant", "<|image_pad|>")), {}, (2, "error", "image-token-in-text")),
+    # Issue 10.1: the format is checked against the schema's set before any use.
+    (bedrock({"role": "user", "content": [image_block("images/ok.png", "png/../../../../tmp/x"), {"text": "Q"}]}, GOOD_ASSISTANT), {},
+     (2, "error", "image-format")),
 ]
 
 
 @pytest.mark.parametrize("line, options, expected", RULES, ids=[r[2][2] + "-" + r[2][1] for r in RULES])
 def test_rule(folder, line, options, expected):
+    options = {("fmt" if k == "format" else k): v for k, v in options.items()}
     found = run(folder, [line], **options)
     assert expected in found, found
 
@@ -133,15 +150,20 @@ def test_truncated_unreadable_and_bomb_images(folder):
     assert [(line, code) for line, _, code in found] == [(2, "image-truncated"), (3, "image-unreadable"), (4, "image-bomb")]
 
 
-def test_images_root_refuses_paths_outside_it(folder, tmp_path_factory):
+def test_images_outside_the_data_folder_are_refused_by_default_and_allowed_by_a_wider_root(folder, tmp_path_factory):
     outside = tmp_path_factory.mktemp("outside")
     Image.new("RGB", (8, 8)).save(outside / "secret.png")
     os.symlink(outside / "secret.png", folder / "images" / "link.png")
-    lines = [image_record("images/../../outside/secret.png"), image_record(str(outside / "secret.png")), image_record("images/link.png")]
-    found = run(folder, lines, images_root=folder)
-    assert [(line, code) for line, _, code in found] == [(2, "image-outside-root"), (3, "image-outside-root"), (4, "image-outside-root")]
-    # Without --images-root the same relative and symlinked paths are simply read.
-    assert run(folder, [image_record("images/link.png")]) == []
+    lines = [image_record(f"../{outside.name}/secret.png"), image_record(str(outside / "secret.png")), image_record("images/link.png")]
+    refused = [(2, "image-outside-root"), (3, "image-outside-root"), (4, "image-outside-root")]
+    # The default root is the data file's folder (issue 10.2: these three passed without --images-root).
+    assert [(line, code) for line, _, code in run(folder, lines)] == refused
+    assert [(line, code) for line, _, code in run(folder, lines, images_root=folder)] == refused
+    # An explicit, wider root allows them; relative paths then resolve against it.
+    wide = [image_record(f"{outside.name}/secret.png"), image_record(str(outside / "secret.png")),
+            image_record(f"{folder.name}/images/link.png")]
+    (folder / "d.jsonl").write_text("\n".join(json.dumps(x) for x in wide) + "\n")
+    assert [p for p in validate_file(folder / "d.jsonl", images_root=folder.parent) if p.severity == "error"] == []
 
 
 def test_cli_exit_codes_lines_and_json(folder):

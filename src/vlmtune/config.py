@@ -123,13 +123,13 @@ class TrainConfig(Hyperparameters):
 
     model: str = Field("tiny", validation_alias=_alias("model", "model_name_or_path"),
                        description="'tiny' (embedded), 'tiny-<family>', a hub id or a local model folder")
-    train_data: Path = Field(..., validation_alias=_alias("train_data", "train_file"), description="training data (bedrock-conversation-2024 JSONL)")
+    train_data: Path = Field(..., validation_alias=_alias("train_data", "train_file"), description="training data (any format `vlmtune data validate` reads; refused if it finds errors)")
     val_data: Path | None = Field(None, validation_alias=_alias("val_data", "validation_file"),
                                   description="validation data; without it no validation loss or early stopping")
     # `--out` as in every other command; `output` (the YAML key of older configs) and `--output` still work.
     output: Path = Field(Path("runs/latest"), validation_alias=_alias("out", "output", "output_dir"),
                          description="run folder: checkpoints, metrics, model or adapter")
-    images_root: Path | None = Field(None, description="folder that relative image paths resolve against; default each data file's folder")
+    images_root: Path | None = Field(None, description="folder relative image paths resolve against; paths outside it are refused (default: each data file's folder)")
     overwrite: bool = Field(False, description="start over even if the output folder holds a finished or resumable run")
 
 
@@ -234,12 +234,16 @@ def load_config(cls: type[BaseModel], yaml_path: Path | None, overrides: dict) -
         2
     """
     where = f"{yaml_path}: " if yaml_path else ""
-    values = normalise(cls, _read_yaml(yaml_path), where) if yaml_path is not None else {}
-    values.update(normalise(cls, {k: v for k, v in overrides.items() if v is not None}))
+    raw = _read_yaml(yaml_path) if yaml_path is not None else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values = normalise(cls, raw, where) | normalise(cls, given)
+    # An error names an option as the user spelled it (the service's epochCount stays epochCount).
+    names = accepted_names(cls)
+    spelled = {names[str(k)]: str(k) for k in [*raw, *given] if str(k) in names}
     try:
         return cls.model_validate(values)
     except ValidationError as e:
-        raise ConfigError(_explain(cls, e, where)) from None
+        raise ConfigError(_explain(cls, e, where, spelled)) from None
     except VlmtuneError as e:
         raise ConfigError(f"{where}{e}") from None
 
@@ -256,11 +260,12 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _explain(cls: type[BaseModel], error: ValidationError, where: str) -> str:
+def _explain(cls: type[BaseModel], error: ValidationError, where: str, spelled: dict[str, str]) -> str:
     names, lines = accepted_names(cls), []
     for err in error.errors():
         loc = [str(p) for p in err["loc"]]
-        name = ".".join([display_name(cls, names.get(loc[0], loc[0])), *loc[1:]]) if loc else "config"
+        field = names.get(loc[0], loc[0]) if loc else ""
+        name = ".".join([spelled.get(field) or display_name(cls, field), *loc[1:]]) if loc else "config"
         if err["type"] == "value_error":  # our own validators already say what was found
             lines.append(f"{where}{err['msg'].removeprefix('Value error, ')}")
         elif err["type"] == "missing":

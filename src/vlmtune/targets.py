@@ -14,6 +14,9 @@ from vlmtune.errors import VlmtuneError
 # Nova's validator rejects these in any text; the last two it matches ignoring case.
 NOVA_RESERVED = ("User:", "Bot:", "Assistant:", "System:", "<image>", "<video>", "[EOS]")
 NOVA_RESERVED_NOCASE = ("<unk>", "Thought:")
+# Pixels above which an image is refused from its header, before decoding: Pillow's own decompression-bomb
+# threshold (Image.MAX_IMAGE_PIXELS). One limit: validate checks it, and train and eval refuse to decode past it.
+MAX_DECODED_PIXELS = 89_478_485
 
 
 @dataclass(frozen=True)
@@ -40,26 +43,29 @@ class Target:
     max_tokens: int | None = None  # input + output tokens per record
     token_family: str | None = None  # whose image-token rule counts toward max_tokens
     max_system: int | None = None  # elements of the bedrock `system` list
-    user_first_assistant_last: bool = False
     alternate: bool = False
+    consecutive_user_turns: bool = False  # two user turns in a row are fine (else an error)
+    requires_schema_version: bool = False  # bedrock records must carry "schemaVersion": "bedrock-conversation-2024"
     images_allowed: bool = True
     reserved: tuple[str, ...] = ()
     reserved_nocase: tuple[str, ...] = ()
-    # Pixels above which an image is refused unread: Pillow's own bomb threshold unless the target is stricter.
-    max_pixels: int = 2 * 89_478_485
+    # Pixels above which an image is refused unread: the decoding limit unless the target is stricter.
+    max_pixels: int = MAX_DECODED_PIXELS
     # ---- hyperparameters (the training config): config field -> the service's range and default
     hyperparameters: dict[str, Range] = field(default_factory=dict)
 
 
 _LLAMA_DATA = dict(image_formats=("gif", "jpeg", "png", "webp"), max_image_bytes=10_000_000, min_side=10, max_side=8192,
-                   min_records=100, max_records=10_000, token_family="mllama", max_system=1, max_pixels=8192 * 8192)
+                   min_records=100, max_records=10_000, token_family="mllama", max_system=1, max_pixels=8192 * 8192,
+                   consecutive_user_turns=True, requires_schema_version=True)
 _LLAMA_HP = {
     "epochs": Range("epochCount", 1, 10, 5),
     "batch_size": Range("batchSize", 1, 1, 1),
     "learning_rate": Range("learningRate", 5e-6, 0.1, 1e-4),
 }
 _NOVA_DATA = dict(max_image_bytes=10_000_000, max_images=10, min_records=8, max_records=20_000, max_system=1,
-                  user_first_assistant_last=True, alternate=True, reserved=NOVA_RESERVED, reserved_nocase=NOVA_RESERVED_NOCASE)
+                  alternate=True, reserved=NOVA_RESERVED, reserved_nocase=NOVA_RESERVED_NOCASE,
+                  requires_schema_version=True)
 _NOVA_HP = {
     "epochs": Range("epochCount", 1, 5, 2),
     "learning_rate": Range("learningRate", 1e-6, 1e-4, 1e-5),
@@ -81,7 +87,7 @@ TARGETS: dict[str, Target] = {
     "nova-pro": Target("nova-pro", hyperparameters=_NOVA_HP, **_NOVA_DATA),
     # Nova Micro reads text only.
     "nova-micro": Target("nova-micro", images_allowed=False, hyperparameters=_NOVA_HP, **_NOVA_DATA),
-    "claude-haiku": Target("claude-haiku", min_records=32, max_records=10_000, max_tokens=32_000, user_first_assistant_last=True,
+    "claude-haiku": Target("claude-haiku", min_records=32, max_records=10_000, max_tokens=32_000,
                            alternate=True, images_allowed=False, hyperparameters=_HAIKU_HP),
 }
 

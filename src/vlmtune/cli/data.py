@@ -28,10 +28,10 @@ def _announce(path: Path, fmt: str) -> None:
 
 @config_command(ConvertConfig, "convert")
 def convert(cfg: ConvertConfig) -> None:
-    """Convert SRC to another format; inline images are written as files next to --out."""
+    """Convert SRC to another format; images outside --out's folder are written into OUT_images/ beside it."""
     from vlmtune.data.convert import convert_file
 
-    key, n, lost = convert_file(cfg.src, cfg.to, cfg.out, cfg.format)
+    key, n, lost = convert_file(cfg.src, cfg.to, cfg.out, cfg.format, images_root=cfg.images_root)
     click.echo(f"read {n:,} records as {key}; wrote {cfg.out} as {format_key(cfg.to)}")
     for what, count in lost.items():
         click.echo(f"not expressible in {format_key(cfg.to)}: {what} (in {count:,} records)")
@@ -61,11 +61,10 @@ def validate(cfg: ValidateConfig) -> None:
 
 @config_command(StatsConfig, "stats")
 def stats(cfg: StatsConfig) -> None:
-    """Records, images and text/image tokens per record of FILE for --model, with a length that fits."""
-    from vlmtune.data.stats import format_stats
-    from vlmtune.data.tokens import QWEN_MAX_PIXELS
+    """Records, images and text/image tokens per record of FILE for --model, counted by its own processor, with a length that fits."""
+    from vlmtune.models.budget import format_stats
 
-    click.echo(format_stats(cfg.file, cfg.model, cfg.max_length, cfg.format, cfg.max_pixels or QWEN_MAX_PIXELS))
+    click.echo(format_stats(cfg.file, cfg.model, cfg.max_length, cfg.format, max_pixels=cfg.max_pixels, images_root=cfg.images_root))
 
 
 @config_command(SplitConfig, "split")
@@ -73,7 +72,7 @@ def split(cfg: SplitConfig) -> None:
     """Split FILE by image content: no image lands in two splits; same seed, same split."""
     from vlmtune.data.split import split_file
 
-    key, counts = split_file(cfg.file, cfg.out, (cfg.train, cfg.val, cfg.test), cfg.seed, cfg.format)
+    key, counts = split_file(cfg.file, cfg.out, (cfg.train, cfg.val, cfg.test), cfg.seed, cfg.format, images_root=cfg.images_root)
     click.echo(f"{cfg.file} ({key}) -> {cfg.out}: " + ", ".join(f"{name} {n:,}" for name, n in counts.items()))
 
 

@@ -70,3 +70,13 @@ from vlmtune.cli.train import export, train  # noqa: E402 - registered after mai
 
 main.add_command(train)
 main.add_command(export)
+
+from vlmtune.cli.jobs import jobs_group  # noqa: E402 - registered after main is defined
+from vlmtune.cli.models import deployments_group, models_group  # noqa: E402
+from vlmtune.cli.service import service, worker  # noqa: E402
+
+main.add_command(service)
+main.add_command(worker)
+main.add_command(jobs_group)
+main.add_command(models_group)
+main.add_command(deployments_group)

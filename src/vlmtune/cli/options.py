@@ -72,7 +72,7 @@ def _pairs(ctx, param, values):
     for item in values or ():
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
-            raise click.BadParameter(f"expected NAME=PATH, found {item!r}", ctx=ctx, param=param)
+            raise click.BadParameter(f"expected {param.metavar}, found {item!r}", ctx=ctx, param=param)
         pairs[name] = value
     return pairs or None
 
@@ -112,7 +112,7 @@ def _option(name: str, field):
     annotation, names = _unwrap(field.annotation), field_names(name, field)
     if extra.get("argument"):
         return click.argument(name, required=False, metavar=names[0].upper(), type=_click_type(annotation))
-    flags = _flags(names)
+    flags = _flags(names) + ([extra["short"]] if extra.get("short") else [])
     common = dict(cls=ConfigOption, help=_help(field, names), envvar=extra.get("envvar"), show_envvar=bool(extra.get("envvar")))
     origin = typing.get_origin(annotation)
     if annotation is bool:
@@ -120,7 +120,7 @@ def _option(name: str, field):
         return click.option("/".join([flags[0], negated[0]]), *(f"{a}/{b}" for a, b in zip(flags[1:], negated[1:])), name,
                             default=None, **common)
     if origin is dict:
-        return click.option(*flags, name, multiple=True, metavar="NAME=PATH", callback=_pairs, **common)
+        return click.option(*flags, name, multiple=True, metavar=extra.get("metavar", "NAME=PATH"), callback=_pairs, **common)
     if origin is list:
         inner = (typing.get_args(annotation) or (str,))[0]
         return click.option(*flags, name, multiple=True, type=_click_type(inner), callback=_none_if_empty, **common)

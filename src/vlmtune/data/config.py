@@ -13,6 +13,7 @@ from vlmtune.targets import TARGETS
 
 _FORMAT = "input format; auto detects it from the first record and says which it chose"
 _OUT = AliasChoices("out", "output")  # `--out` in every command; `--output` still works
+_IMAGES_ROOT = ("folder relative image paths resolve against (default: the data file's folder); paths outside it are refused")
 
 
 class _DataConfig(BaseModel):
@@ -24,8 +25,9 @@ class ConvertConfig(_DataConfig):
 
     src: Path = Field(..., json_schema_extra={"argument": True}, description="data file to convert")
     to: Literal[tuple(f for f in FORMAT_CHOICES if f != "auto")] = Field(..., description="output format")
-    out: Path = Field(..., validation_alias=_OUT, description="output file (JSONL); inline images are written beside it")
+    out: Path = Field(..., validation_alias=_OUT, description="output file (JSONL); images outside its folder are written into OUT_images/ beside it")
     format: Literal[FORMAT_CHOICES] = Field("auto", description=_FORMAT)
+    images_root: Path | None = Field(None, description=_IMAGES_ROOT)
 
 
 class ValidateConfig(_DataConfig):
@@ -34,8 +36,7 @@ class ValidateConfig(_DataConfig):
     file: Path = Field(..., json_schema_extra={"argument": True}, description="data file to check")
     format: Literal[FORMAT_CHOICES] = Field("auto", description=_FORMAT)
     target: Literal[tuple(TARGETS)] = Field("generic", description="whose limits to check against")
-    images_root: Path | None = Field(None, description="folder relative image paths resolve against (default: the data "
-                                     "file's folder); paths outside it are refused")
+    images_root: Path | None = Field(None, description=_IMAGES_ROOT)
     # Not `json`: pydantic's BaseModel has a method of that name.
     as_json: bool = Field(False, validation_alias=AliasChoices("json"),
                           description="print a JSON list of {line, severity, code, message}")
@@ -45,10 +46,13 @@ class StatsConfig(_DataConfig):
     """`vlmtune data stats FILE --model FAMILY`."""
 
     file: Path = Field(..., json_schema_extra={"argument": True}, description="data file to measure")
-    model: str = Field(..., description="family (llama3.2-11b, qwen2-vl, smolvlm, llava, paligemma) or a local model folder")
+    model: str = Field(..., description="family (llama3.2-11b, qwen2-vl, qwen2.5-vl, idefics3, smolvlm, llava, paligemma, gemma3):"
+                       " its released processor config; or a local model folder: its own processor, tokenizer and chat template")
     max_length: int = Field(2048, ge=1, description="length limit to count records against")
-    max_pixels: int | None = Field(None, ge=784, description="Qwen2-VL max_pixels (default: the processor's 12,845,056)")
+    max_pixels: int | None = Field(None, ge=784, description="images are downscaled to at most this many pixels first, as "
+                                   "`vlmtune train --max-pixels` does (default: train's)")
     format: Literal[FORMAT_CHOICES] = Field("auto", description=_FORMAT)
+    images_root: Path | None = Field(None, description=_IMAGES_ROOT)
 
 
 class SplitConfig(_DataConfig):
@@ -61,6 +65,7 @@ class SplitConfig(_DataConfig):
     test: float = Field(0.1, ge=0, le=1, description="share for the held-out test")
     seed: int = Field(42, description="same seed, same split")
     format: Literal[FORMAT_CHOICES] = Field("auto", description=_FORMAT)
+    images_root: Path | None = Field(None, description=_IMAGES_ROOT)
 
 
 class SynthW2Config(_DataConfig):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from vlmtune.data.images import data_uri_parts, decode_data_uri, resolve_image_path
+from vlmtune.data.images import data_uri_parts, decode_data_uri, fenced_image_path, read_local_bytes, shown_source
+from vlmtune.data.problems import RecordError
 from vlmtune.data.record import ImagePart, image_format
 from vlmtune.data.s3 import read_s3
 from vlmtune.errors import VlmtuneError
@@ -19,8 +20,6 @@ from vlmtune.targets import Target
 
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
           (b"BM", "bmp"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
-# Files above this are not read at all: no target accepts them and hashing them would cost the most.
-MAX_READ_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -61,7 +60,7 @@ def is_truncated(data: bytes, kind: str) -> bool:
 def read_source(part: ImagePart, root: Path, images_root: Path | None) -> tuple[bytes | None, ImageInfo]:
     """The image's bytes, or None with the reason in the info's problems."""
     info = ImageInfo()
-    where = f"image {part.source[:80]!r}"
+    where = f"image {shown_source(part.source)}"
     if part.source.startswith("data:"):
         try:
             return decode_data_uri(part.source), info
@@ -79,23 +78,9 @@ def read_source(part: ImagePart, root: Path, images_root: Path | None) -> tuple[
 
 def _read_local(part: ImagePart, root: Path, images_root: Path | None, info: ImageInfo, where: str):
     try:
-        path = resolve_image_path(part, images_root or root)
-        if images_root is not None:
-            # resolve() follows symlinks, so a link inside the root pointing outside is refused too.
-            real, fence = path.resolve(), images_root.resolve()
-            if not real.is_relative_to(fence):
-                return None, info.fail("image-outside-root", f"{where}: expected a path inside --images-root {images_root}, found {real}")
-        size = path.stat().st_size
-        if size > MAX_READ_BYTES:
-            info.nbytes = size
-            return None, info.fail("image-too-large", f"{where}: expected at most {MAX_READ_BYTES:,} bytes, found {size:,}")
-        return path.read_bytes(), info
-    except FileNotFoundError:
-        return None, info.fail("image-missing", f"{where}: expected a file at {path}, found nothing")
-    except OSError as e:
-        return None, info.fail("image-unreadable", f"{where}: expected a readable file, found {e.strerror or e}")
-    except ValueError as e:  # a path with a NUL byte in it
-        return None, info.fail("image-unreadable", f"{where}: expected a file path, found {e}")
+        return read_local_bytes(fenced_image_path(part, images_root or root), where), info
+    except RecordError as e:
+        return None, info.fail(e.code, str(e))
 
 
 def inspect_image(part: ImagePart, root: Path, target: Target, images_root: Path | None = None) -> ImageInfo:
@@ -103,7 +88,7 @@ def inspect_image(part: ImagePart, root: Path, target: Target, images_root: Path
     data, info = read_source(part, root, images_root)
     if data is None:
         return info
-    where = f"image {part.source[:80]!r}"
+    where = f"image {shown_source(part.source)}"
     info.nbytes, info.digest = len(data), hashlib.blake2b(data, digest_size=16).digest()
     info.kind = sniff(data)
     if info.kind is None:

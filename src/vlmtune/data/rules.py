@@ -6,10 +6,16 @@ was found. The validator adds the file and line.
 
 from __future__ import annotations
 
+from vlmtune.data.formats.bedrock import SCHEMA_VERSION
+from vlmtune.data.problems import short
 from vlmtune.data.record import Record
 from vlmtune.targets import Target
 
 Finding = tuple[str, str, str]
+# Strings the families' processors expand into image (or video) tokens. In a record's text one would make
+# the processor count more images than the record has, and training fail on that record.
+IMAGE_TOKENS = ("<image>", "<|image|>", "<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<video>",
+                "<start_of_image>", "<end_of_image>", "<image_soft_token>", "<fake_token_around_image>", "<global-img>")
 
 
 def check_structure(record: Record, target: Target, fmt: str) -> list[Finding]:
@@ -22,7 +28,8 @@ def check_structure(record: Record, target: Target, fmt: str) -> list[Finding]:
             found.append(("error", "image-in-assistant", f"messages[{i}] (assistant): expected text only, found {len(m.images)} image(s);"
                                                          " images belong in user turns"))
         if i and m.role == record.messages[i - 1].role:
-            severity = "error" if target.alternate else "warning"
+            # Two questions in a row have no answer to the first; a target may allow it (Llama's template merges them fine).
+            severity = "error" if target.alternate or (m.role == "user" and not target.consecutive_user_turns) else "warning"
             found.append((severity, "alternation", f"messages[{i}]: expected roles to alternate user/assistant, found two {m.role} turns in a row"))
     found += _ends(record, target, fmt)
     if not target.images_allowed and record.images:
@@ -34,15 +41,29 @@ def check_structure(record: Record, target: Target, fmt: str) -> list[Finding]:
 
 
 def _ends(record: Record, target: Target, fmt: str) -> list[Finding]:
+    """A conversation must start with the user and end with the assistant, or nothing in it trains correctly."""
+    if fmt == "input":
+        return []  # continued pre-training text is one assistant turn by design: it trains on all of it
     first, last = record.messages[0].role, record.messages[-1].role
     found: list[Finding] = []
-    if target.user_first_assistant_last and first != "user":
-        found.append(("error", "first-not-user", f"messages[0]: expected the first turn to be user for {target.name}, found {first}"))
-    # Continued pre-training text has no user turn and trains on everything; the last-turn rule is moot there.
-    if last != "assistant" and fmt != "input":
-        severity = "error" if target.user_first_assistant_last else "warning"
-        found.append((severity, "last-not-assistant", f"messages[{len(record.messages) - 1}]: expected the last turn to be assistant"
-                                                      f" (the training target), found {last}"))
+    if first != "user":
+        found.append(("error", "first-not-user", f"messages[0]: expected the first turn to be user, found {first}"
+                                                 " (an answer with no question)"))
+    if last != "assistant":
+        found.append(("error", "last-not-assistant", f"messages[{len(record.messages) - 1}]: expected the last turn to be assistant"
+                                                     f" (the training target), found {last}"))
+    return found
+
+
+def check_image_tokens(record: Record, target: Target) -> list[Finding]:
+    """Image placeholder strings written as text (the reserved-string rule already names the ones a target rejects)."""
+    found: list[Finding] = []
+    fields = [("system", record.system)] + [(f"messages[{i}] ({m.role})", m.text) for i, m in enumerate(record.messages)]
+    for name, text in fields:
+        hits = [s for s in IMAGE_TOKENS if s in text and s not in target.reserved]
+        if hits:
+            found.append(("error", "image-token-in-text", f"{name}: expected plain text, found {', '.join(map(repr, hits))}, which the"
+                                                          " model's processor would read as an image; images go in image parts"))
     return found
 
 
@@ -61,8 +82,16 @@ def check_reserved(record: Record, target: Target) -> list[Finding]:
 
 
 def check_raw(obj: dict, target: Target, fmt: str) -> list[Finding]:
-    """Rules the canonical record cannot see because it merges what they count (the bedrock system list)."""
+    """Rules the canonical record cannot see: the bedrock system list it merges, the schemaVersion it drops."""
+    if fmt != "bedrock":
+        return []
+    found: list[Finding] = []
     system = obj.get("system")
-    if fmt == "bedrock" and target.max_system is not None and isinstance(system, list) and len(system) > target.max_system:
-        return [("error", "system-too-many", f"system: expected at most {target.max_system} element for {target.name}, found {len(system)}")]
-    return []
+    if target.max_system is not None and isinstance(system, list) and len(system) > target.max_system:
+        found.append(("error", "system-too-many", f"system: expected at most {target.max_system} element for {target.name}, found {len(system)}"))
+    version = obj.get("schemaVersion")
+    if version != SCHEMA_VERSION:
+        # The service refuses a record without it; elsewhere a missing one is only a warning, a wrong one never fine.
+        severity = "error" if version is not None or target.requires_schema_version else "warning"
+        found.append((severity, "schema-version", f"schemaVersion: expected {SCHEMA_VERSION!r}, found {short(version) if version is not None else 'none'}"))
+    return found

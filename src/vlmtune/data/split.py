@@ -6,9 +6,10 @@ import hashlib
 from collections import defaultdict
 from pathlib import Path
 
-from vlmtune.data.convert import rebase
-from vlmtune.data.formats.detect import read_records, write_records
+from vlmtune.data.convert import ImagePlacer
+from vlmtune.data.formats.detect import read_records, write_records_to
 from vlmtune.data.images import read_image_bytes
+from vlmtune.data.outputs import staged
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
 
@@ -16,8 +17,14 @@ SPLITS = ("train", "validation", "test")
 
 
 def image_key(record: Record, root: Path) -> str:
-    """Records that share any image content must share a split, so group by a hash of the image bytes."""
-    digests = sorted(hashlib.sha256(read_image_bytes(p, root)).hexdigest() for p in record.images)
+    """Records that share any image content must share a split, so group by a hash of the image bytes.
+
+    Local images must lie inside `root` (the data file's folder, or the --images-root given).
+    """
+    try:
+        digests = sorted(hashlib.sha256(read_image_bytes(p, root)).hexdigest() for p in record.images)
+    except VlmtuneError as e:
+        raise VlmtuneError(f"{record.origin}: {e}") from None
     return "|".join(digests) or hashlib.sha256(repr(record.messages).encode()).hexdigest()
 
 
@@ -60,14 +67,19 @@ def _groups(records: list[Record], root: Path) -> dict[str, list[Record]]:
 
 
 def split_file(path: str | Path, out: str | Path, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 42,
-               fmt: str = "auto") -> tuple[str, dict[str, int]]:
+               fmt: str = "auto", images_root: str | Path | None = None) -> tuple[str, dict[str, int]]:
     """Split a data file into out/{train,validation,test}.jsonl in the format it was read.
 
-    Relative image paths are rewritten to point at the same files from `out`.
+    Images outside `out` are placed into out/images (by content hash), so each split reads with the default
+    images root; local images must lie inside `images_root` (default: the data file's folder). The three
+    files and their images appear together or not at all.
     """
     path, out = Path(path), Path(out)
+    root = Path(images_root) if images_root is not None else path.parent
     key, records = read_records(path, fmt)
-    splits = split_records(records, path.parent, fractions, seed)
-    for name, rows in splits.items():
-        write_records(out / f"{name}.jsonl", [rebase(r, path.parent, out, out / "images") for r in rows], key)
+    splits = split_records(records, root, fractions, seed)
+    with staged(out) as staging:
+        placer = ImagePlacer(staging, root, out, out / "images")
+        for name, rows in splits.items():
+            write_records_to(staging.path(out / f"{name}.jsonl"), (placer.rebase(r) for r in rows), key)
     return key, {name: len(rows) for name, rows in splits.items()}

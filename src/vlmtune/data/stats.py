@@ -1,30 +1,43 @@
-"""`vlmtune data stats`: records, images and token budgets per record before any training starts."""
+"""`vlmtune data stats`, the parts that need no model: streaming tallies, percentiles and the printed table.
+
+The per-record token counts come from models/budget.py (the family's own processor). Records are
+tallied as they stream by: every count goes into a histogram (value -> how many records), so memory
+grows with the number of distinct values, not with the number of records, and percentiles stay exact.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
-
-from vlmtune.data.formats.detect import read_records
-from vlmtune.data.imagecheck import inspect_image
-from vlmtune.data.tokens import QWEN_MAX_PIXELS, image_tokens, model_family, text_counter
-from vlmtune.targets import TARGETS
+from collections import Counter
+from dataclasses import dataclass, field
 
 PERCENTILES = (50, 90, 99, 100)
-# max_pixels values worth suggesting for Qwen2-VL: 28x28 patches times these counts.
-_QWEN_PATCHES = (64, 128, 256, 384, 512, 768, 1024, 1280, 2048, 4096, 8192, 16384)
+# Pixel caps worth suggesting: Qwen2-VL's 28x28 patches times these counts (the service's own examples).
+PIXEL_STEPS = tuple(n * 784 for n in (64, 128, 256, 384, 512, 768, 1024, 1280, 2048, 4096, 8192, 16384))
 
 
-@dataclass(frozen=True)
-class RecordTokens:
-    text: int
-    image: int
-    sizes: tuple[tuple[int, int], ...]  # (width, height) of each readable image
+class Tally:
+    """A histogram of integers with exact nearest-rank percentiles."""
 
-    @property
-    def total(self) -> int:
-        return self.text + self.image
+    def __init__(self):
+        self.counts: Counter = Counter()
+        self.n = 0
+
+    def add(self, value: int) -> None:
+        self.counts[value] += 1
+        self.n += 1
+
+    def percentile(self, q: float) -> int:
+        """Nearest-rank percentile (q in 0..100); 0 when empty."""
+        rank, seen = max(1, math.ceil(q / 100 * self.n)), 0
+        for value in sorted(self.counts):
+            seen += self.counts[value]
+            if seen >= rank:
+                return value
+        return 0
+
+    def over(self, limit: int) -> int:
+        return sum(n for value, n in self.counts.items() if value > limit)
 
 
 def percentile(values: list[int], q: float) -> int:
@@ -33,53 +46,71 @@ def percentile(values: list[int], q: float) -> int:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def collect(path: Path, model: str, fmt: str = "auto", max_pixels: int = QWEN_MAX_PIXELS) -> tuple[str, str, list[RecordTokens], int]:
-    """(format, how text is counted, per-record tokens, unreadable images) for a data file."""
-    key, records = read_records(path, fmt)
-    family, folder = model_family(model)
-    count, how = text_counter(folder)
-    options = {"max_pixels": max_pixels} if family == "qwen2_vl" else {}
-    out, unreadable = [], 0
-    for r in records:
-        infos = [inspect_image(p, path.parent, TARGETS["generic"]) for p in r.images]
-        sizes = tuple((i.width, i.height) for i in infos if i.width)
-        unreadable += len(infos) - len(sizes)
-        text = count(r.system + "".join(m.text for m in r.messages))
-        out.append(RecordTokens(text, sum(image_tokens(family, w, h, **options) for w, h in sizes), sizes))
-    return key, how, out, unreadable
+@dataclass
+class DataStats:
+    """Everything the report prints, accumulated one record at a time."""
+
+    text: Tally = field(default_factory=Tally)
+    image: Tally = field(default_factory=Tally)
+    total: Tally = field(default_factory=Tally)
+    vision: Tally = field(default_factory=Tally)  # Mllama's cross-attention tokens, outside the sequence
+    sizes: Counter = field(default_factory=Counter)  # (width, height) -> images
+    unreadable: int = 0
+    # Longest record (text + image tokens) if images were capped at each PIXEL_STEPS value.
+    longest_at: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def records(self) -> int:
+        return self.total.n
+
+    def add(self, text: int, image: int, sizes: list[tuple[int, int]], vision: int = 0, at_steps: dict[int, int] | None = None) -> None:
+        self.text.add(text)
+        self.image.add(image)
+        self.total.add(text + image)
+        self.vision.add(vision)
+        self.sizes.update(sizes)
+        for step, tokens in (at_steps or {}).items():
+            self.longest_at[step] = max(self.longest_at.get(step, 0), tokens)
+
+    def size_summary(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None:
+        """(smallest, median, largest) image size by area, or None without images."""
+        if not self.sizes:
+            return None
+        ordered = sorted(self.sizes, key=lambda s: (s[0] * s[1], s))
+        n, seen, median = sum(self.sizes.values()), 0, ordered[0]
+        for size in ordered:
+            seen += self.sizes[size]
+            if seen > n // 2:
+                median = size
+                break
+        return ordered[0], median, ordered[-1]
 
 
-def suggest(rows: list[RecordTokens], family: str, max_length: int) -> list[str]:
-    """What to set so every record fits: a max length, and for Qwen2-VL the largest max_pixels that fits."""
-    longest = max(r.total for r in rows)
+def table(stats: DataStats, vision: bool = False) -> list[str]:
+    """The percentile table of tokens per record."""
+    lines = [f"{'tokens per record':<20}" + "".join(f"{'p' + str(q) if q < 100 else 'max':>10}" for q in PERCENTILES)]
+    rows = [("text", stats.text), ("image", stats.image), ("total", stats.total)]
+    rows += [("vision (cross-attn)", stats.vision)] if vision else []
+    for name, tally in rows:
+        lines.append(f"{name:<20}" + "".join(f"{tally.percentile(q):>10,}" for q in PERCENTILES))
+    return lines
+
+
+def suggestions(stats: DataStats, max_length: int) -> list[str]:
+    """What to set so every record fits: a max length, and the largest pixel cap that fits, where images decide it."""
+    longest = stats.total.percentile(100)
     tips = [f"max length {math.ceil(longest / 64) * 64} fits every record (longest: {longest:,} tokens)"]
-    if family == "qwen2_vl" and longest > max_length:
-        fits = [n * 784 for n in _QWEN_PATCHES if all(r.text + sum(image_tokens(family, w, h, max_pixels=n * 784) for w, h in r.sizes)
-                                                     <= max_length for r in rows)]
-        tips.append(f"max_pixels {fits[-1]:,} (28*28*{fits[-1] // 784}) keeps every record within {max_length:,} tokens" if fits
-                    else f"no max_pixels fits every record within {max_length:,} tokens: the text alone is too long")
+    if longest > max_length and stats.longest_at:
+        fits = [step for step in PIXEL_STEPS if stats.longest_at.get(step, math.inf) <= max_length]
+        if fits:
+            tips.append(f"--max-pixels {fits[-1]:,} (28*28*{fits[-1] // 784}) keeps every record within {max_length:,} tokens")
+        elif stats.text.percentile(100) > max_length:
+            tips.append(f"no --max-pixels fits every record within {max_length:,} tokens: the text alone is too long")
+        else:
+            tips.append(f"no --max-pixels fits every record within {max_length:,} tokens: this processor resizes images itself,"
+                        " so smaller inputs do not make fewer tokens")
     return tips
 
 
-def format_stats(path: Path, model: str, max_length: int, fmt: str = "auto", max_pixels: int = QWEN_MAX_PIXELS) -> str:
-    """The report `vlmtune data stats` prints."""
-    key, how, rows, unreadable = collect(path, model, fmt, max_pixels)
-    family, _ = model_family(model)
-    sizes = [s for r in rows for s in r.sizes]
-    lines = [f"{path}: {len(rows):,} records ({key}), {sum(len(r.sizes) for r in rows) + unreadable:,} images"
-             + (f", {unreadable} unreadable (run `vlmtune data validate`)" if unreadable else ""),
-             f"model family: {family}; text tokens {how}"]
-    if sizes:
-        areas = sorted(sizes, key=lambda s: s[0] * s[1])
-        lines.append(f"image sizes: smallest {_wh(areas[0])}, median {_wh(areas[len(areas) // 2])}, largest {_wh(areas[-1])}")
-    lines.append(f"{'tokens per record':<20}" + "".join(f"{'p' + str(q) if q < 100 else 'max':>10}" for q in PERCENTILES))
-    for name, values in (("text", [r.text for r in rows]), ("image", [r.image for r in rows]), ("total", [r.total for r in rows])):
-        lines.append(f"{name:<20}" + "".join(f"{percentile(values, q):>10,}" for q in PERCENTILES))
-    over = sum(r.total > max_length for r in rows)
-    lines.append(f"records over {max_length:,} tokens: {over:,} ({100 * over / len(rows):.1f}%)")
-    lines += [f"suggest: {tip}" for tip in suggest(rows, family, max_length)]
-    return "\n".join(lines)
-
-
-def _wh(size: tuple[int, int]) -> str:
+def wh(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"

@@ -7,18 +7,19 @@ images are kept (for duplicates), and image checks are cached for the most recen
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlmtune.data.formats.detect import FORMATS, detect_format, format_key
+from vlmtune.data.formats.detect import FORMATS, detect_format, format_key, parse_record
 from vlmtune.data.imagecheck import ImageInfo, inspect_image
 from vlmtune.data.problems import Problem, RecordError
 from vlmtune.data.record import ImagePart, Record
-from vlmtune.data.rules import check_raw, check_reserved, check_structure
+from vlmtune.data.rules import check_image_tokens, check_raw, check_reserved, check_structure
 from vlmtune.data.source import MAX_LINE_BYTES, iter_objects
-from vlmtune.data.tokens import estimate_text_tokens, image_tokens
+from vlmtune.data.tokens import estimate_text_tokens, service_image_tokens
 from vlmtune.targets import Target, get_target
 
 _CACHE_SIZE = 4096
@@ -66,11 +67,12 @@ def _check_object(obj: dict, line: int, path: Path, state: _State) -> list[tuple
             return [("error", "unknown-format", f"expected the keys of a known format ({', '.join(FORMATS)}), found {sorted(obj)[:8]}")]
     state.records += 1
     try:
-        record = FORMATS[state.fmt].parse(obj, origin=f"{path}:{line}", record_id=str(line))
+        record = parse_record(state.fmt, obj, origin=f"{path}:{line}", record_id=str(line))
     except RecordError as e:
         return [("error", e.code, str(e).removeprefix(f"{path}:{line}: "))]
     target = state.target
-    found = check_raw(obj, target, state.fmt) + check_structure(record, target, state.fmt) + check_reserved(record, target)
+    found = (check_raw(obj, target, state.fmt) + check_structure(record, target, state.fmt) + check_reserved(record, target)
+             + check_image_tokens(record, target))
     infos = [_image(p, state) for p in record.images]
     for info in infos:
         found += info.problems
@@ -84,7 +86,7 @@ def _check_object(obj: dict, line: int, path: Path, state: _State) -> list[tuple
 
 def _image(part: ImagePart, state: _State) -> ImageInfo:
     # The declared format is part of the key: the same file declared differently gets its own verdict.
-    key = (part.source if part.source.startswith(("s3://", "data:")) else str(state.root / part.source), part.format)
+    key = (part.source if part.source.startswith(("s3://", "data:")) else os.path.join(state.root, part.source), part.format)
     if key in state.cache:
         state.cache.move_to_end(key)
         return state.cache[key]
@@ -99,11 +101,12 @@ def _tokens(record: Record, infos: list[ImageInfo], target: Target) -> list[tupl
     if target.max_tokens is None:
         return []
     text = estimate_text_tokens(record.system + "".join(m.text for m in record.messages))
-    pixels = sum(image_tokens(target.token_family, i.width, i.height) for i in infos if i.width) if target.token_family else 0
+    pixels = sum(service_image_tokens(target.token_family, i.width, i.height) for i in infos if i.width) if target.token_family else 0
     if text + pixels <= target.max_tokens:
         return []
     return [("error", "too-many-tokens", f"expected at most {target.max_tokens:,} tokens per record (input + output) for {target.name},"
-                                         f" found about {text + pixels:,} ({text:,} text, estimated at 4 bytes/token; {pixels:,} image)")]
+                                         f" found about {text + pixels:,} ({text:,} text, estimated at 4 bytes/token; {pixels:,} image, by the"
+                                         " image processor's own tiling)")]
 
 
 def _duplicates(record: Record, infos: list[ImageInfo], line: int, state: _State) -> list[tuple[str, str, str]]:

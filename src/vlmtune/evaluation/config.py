@@ -17,6 +17,7 @@ class EvalConfig(BaseModel):
     model: str = Field("tiny", description="'tiny' (embedded), a hub id or a local model folder")
     adapter: Path | None = Field(None, description="a LoRA adapter folder (peft) to apply to the model")
     data: Path = Field(..., description="test file (bedrock-conversation-2024 JSONL or another supported format)")
+    images_root: Path | None = Field(None, description="folder relative image paths resolve against; paths outside it are refused (default: each data file's folder)")
     task: TaskName = Field("extraction", description="how answers are scored")
     out: Path = Field(Path("eval_out"), validation_alias=AliasChoices("out", "output"),
                       description="output folder; rerunning skips ids already predicted there")

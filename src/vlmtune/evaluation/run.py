@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessorList
 
-from vlmtune.data.formats.detect import read_records as read_any
+from vlmtune.data.checked import read_checked
 from vlmtune.data.images import load_record_images
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
@@ -110,7 +110,7 @@ def _row(record: Record, out: Generation, task: Task, schema: dict | None, secon
 def run_eval(cfg: EvalConfig) -> dict:
     """Evaluate cfg.model on cfg.data into cfg.out, skipping ids already predicted there; returns metrics."""
     task = get_task(cfg.task)
-    records = _unique_ids(read_records(cfg.data), cfg.data)
+    records = _unique_ids(read_records(cfg.data, cfg.images_root), cfg.data)
     records = records[: cfg.limit] if cfg.limit else records
     prompt = _build_prompt(cfg, records)
     schema = load_schema(cfg.schema_file) if cfg.schema_file else None
@@ -133,7 +133,8 @@ def run_eval(cfg: EvalConfig) -> dict:
         write_jsonl(out / "predictions.jsonl", sorted(done.values(), key=lambda row: order[row["id"]]))
 
     label = f"{cfg.task}: answering ({len(done)} already done)" if done else f"{cfg.task}: answering"
-    for _ in predict(model, processor, todo, task, Path(cfg.data).parent, sampling, prompt=prompt, schema=schema,
+    # Records (and few-shot examples) come with absolute image paths, each checked inside its own file's images root.
+    for _ in predict(model, processor, todo, task, Path("/"), sampling, prompt=prompt, schema=schema,
                      constrained=cfg.constrained, batch_size=cfg.batch_size, description=label, on_batch=save):
         pass
     rows = [done[r.id] for r in records]
@@ -144,11 +145,14 @@ def run_eval(cfg: EvalConfig) -> dict:
     return metrics
 
 
-def read_records(path: Path) -> list[Record]:
-    """Any supported format, detected from the first record."""
+def read_records(path: Path, images_root: Path | None = None, option: str = "--data") -> list[Record]:
+    """Any supported format, read as training reads it: refused on validation errors, image paths absolute.
+
+    A question without an answer is fine here (there is just no reference to score against).
+    """
     if not Path(path).is_file():
-        raise VlmtuneError(f"--data {path}: file not found")
-    return read_any(path)[1]
+        raise VlmtuneError(f"{option} {path}: file not found")
+    return read_checked(path, images_root, "generic", option, ignore=("last-not-assistant",))
 
 
 def load_for_eval(cfg: EvalConfig):
@@ -167,7 +171,7 @@ def _build_prompt(cfg: EvalConfig, records: list[Record]) -> Prompt:
         return prompt
     if not Path(cfg.shots_from).is_file():
         raise VlmtuneError(f"--shots-from {cfg.shots_from}: file not found")
-    shots = choose_shots(read_records(cfg.shots_from), cfg.shots, cfg.shots_from, records, cfg.data, cfg.seed)
+    shots = choose_shots(read_records(cfg.shots_from, cfg.images_root, "--shots-from"), cfg.shots, cfg.shots_from, records, cfg.data, cfg.seed)
     return dataclasses.replace(prompt, shots=shots)
 
 

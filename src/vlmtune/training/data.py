@@ -22,7 +22,7 @@ from accelerate.utils import gather_object
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from vlmtune.data.images import load_record_images
+from vlmtune.data.images import capped_size, load_record_images
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
 from vlmtune.models.encode import IGNORE_INDEX, collate, encode_record
@@ -37,12 +37,9 @@ SCAN_CHUNK = 2
 
 
 def cap_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
-    """Downscale (keeping the aspect ratio) so one huge scan cannot exhaust memory."""
-    w, h = image.size
-    if w * h <= max_pixels:
-        return image
-    scale = (max_pixels / (w * h)) ** 0.5
-    return image.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.LANCZOS)
+    """Downscale (keeping the aspect ratio) so one huge scan cannot exhaust memory; `data stats` counts the same size."""
+    size = capped_size(*image.size, max_pixels)
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
 
 
 def label_tokens(example: dict) -> int:
@@ -68,7 +65,10 @@ class RecordDataset(Dataset):
         if cached is not None:
             return cached
         images = [cap_pixels(img, self.max_pixels) for img in load_record_images(record, self.images_root)]
-        example = encode_record(self.processor, record, images)
+        try:
+            example = encode_record(self.processor, record, images)
+        except ValueError as e:  # the processor's own checks (image-token counts, ...) on data validate let through
+            raise VlmtuneError(f"{record.origin}: the processor refused this record: {e}") from None
         if key:
             self.cache.store(key, example)
         return example

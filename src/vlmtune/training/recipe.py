@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,8 @@ class TrainResult:
     dropped: dict = field(default_factory=dict)
     best_step: int = 0  # the step whose weights were delivered
     best_validation_loss: float | None = None  # their validation loss (None without validation)
+    # The caller asked the run to stop (should_stop): it checkpointed and returned unfinished; re-running resumes.
+    interrupted: bool = False
 
 
 @dataclass
@@ -83,8 +86,12 @@ class StepStats:
 
 @quiet_libraries()
 def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameters, out_dir: Path,
-             *, resume: bool = True) -> TrainResult:
-    """Fine-tune `model` on `train` (validating on `val`), writing everything into `out_dir`."""
+             *, resume: bool = True, should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Fine-tune `model` on `train` (validating on `val`), writing everything into `out_dir`.
+
+    `should_stop` is asked after every optimizer step; when it says yes the run checkpoints and returns
+    unfinished (`interrupted`), so the same run resumes later from exactly there.
+    """
     # ------------------------------------------------------------------ setup
     torch.manual_seed(hp.seed)
     method = resolve_method(model, hp)
@@ -156,12 +163,13 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
     # ------------------------------------------------------------------ train
     started = time.perf_counter()
     run_log.start(step)
+    interrupted = False
     with progress_bar(f"fine-tuning ({method})", total=total_steps) as advance, disk_full_guard(out_dir, 0, "the metrics"):
         advance(step)
         planned = plan.steps(step, total_steps)
         batches = train_batches(train_set, plan, step, total_steps, how)
         val_batches = validation_batches(val_set, hp.batch_size, how, rank, processes) if val_set else None
-        while step < total_steps and not stopped_early:
+        while step < total_steps and not stopped_early and not interrupted:
             epoch = step // steps_per_epoch
             t0 = time.perf_counter()
             this = next(planned)
@@ -190,7 +198,8 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
                 gen_log.log(row)
                 trackers.log("eval", row)
             # Checkpoint at every validation too: the best weights are a copy of the checkpoint of their step.
-            if epoch_end or validated or _due(step, hp.save_every_steps):
+            interrupted = should_stop is not None and should_stop() and step < total_steps and not stopped_early
+            if epoch_end or validated or interrupted or _due(step, hp.save_every_steps):
                 if main:
                     state = {"early_stopping": early.state_dict(), "metrics": {"train": train_log.rows, "val": val_log.rows, "gen": gen_log.rows}}
                     saved = ckpt.save_checkpoint(out_dir, step, acc.unwrap_model(model), optimizer, scheduler, state)
@@ -207,6 +216,10 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
     if stopped_early:
         run_log.say(f"stopped early at step {step}: {early.patience} validation(s) in a row did not improve on "
                     f"{early.reference:.4f} by more than {early.threshold}")
+    if interrupted:
+        run_log.say(f"stopped at step {step} of {total_steps}; checkpoint saved, re-run to resume")
+        return TrainResult(acc.unwrap_model(model, keep_fp32_wrapper=False), method, trainable, total, train_log.rows, val_log.rows,
+                           time.perf_counter() - started, False, dict(train_set.dropped), interrupted=True)
 
     # ------------------------------------------------------------------ save
     # Without the autocast wrapper that prepare() put on forward: callers get a plain model back.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -15,8 +15,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
 from vlmtune.config import TrainConfig
-from vlmtune.data.formats.bedrock import read_bedrock
-from vlmtune.data.images import with_absolute_images
+from vlmtune.data.checked import read_checked
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
 from vlmtune.io import write_text
@@ -37,13 +36,10 @@ RESUME_MAY_CHANGE = frozenset({"output", "overwrite", "device", "save_every_step
                                "vision_gradient_checkpointing", "torch_compile"})
 
 
-def read_records(path: Path, images_root: Path | None) -> list[Record]:
-    """Read a data file and make its image paths absolute, so train and validation files can live apart."""
-    root = Path(images_root or Path(path).parent).resolve()
-    records = [with_absolute_images(r, root) for r in read_bedrock(path)]
-    if not records:
-        raise VlmtuneError(f"{path}: expected at least one record, found an empty file")
-    return records
+def read_records(path: Path, images_root: Path | None, target: str = "generic", option: str = "--train-data") -> list[Record]:
+    """Read a data file in any format, refused if the validator finds errors for `target`; image paths come
+    back absolute (inside the images root), so train and validation files can live apart."""
+    return read_checked(path, images_root, target, option)
 
 
 def check_output(cfg: TrainConfig) -> bool:
@@ -122,14 +118,17 @@ def hold_output(folder: Path, state: PartialState) -> Iterator[None]:
         yield
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Run `vlmtune train` end to end; re-running the same command after a crash resumes."""
+def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Run `vlmtune train` end to end; re-running the same command after a crash resumes.
+
+    `should_stop` (asked after every step) ends the run early with a checkpoint, resumable like a crash.
+    """
     parse_report_to(cfg.report_to)  # a missing tracker package is said before anything is loaded
     state = PartialState(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
     with hold_output(cfg.output, state):
         resume = check_output(cfg)
-        train_records = read_records(cfg.train_data, cfg.images_root)
-        val_records = read_records(cfg.val_data, cfg.images_root) if cfg.val_data else []
+        train_records = read_records(cfg.train_data, cfg.images_root, cfg.target, "--train-data")
+        val_records = read_records(cfg.val_data, cfg.images_root, cfg.target, "--val-data") if cfg.val_data else []
         check_method_possible(cfg.method)  # before anything is loaded or written
         model, processor = load_model(cfg.model, cfg.device, load_in_4bit=cfg.method == "qlora")
         state.wait_for_everyone()  # every process has looked at the folder before the main one changes it
@@ -139,7 +138,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             write_text(cfg.output / RUN_CONFIG, yaml.safe_dump(_settings(cfg), sort_keys=False))
         state.wait_for_everyone()
         try:
-            return finetune(model, processor, train_records, val_records, Path("/"), cfg, cfg.output, resume=True)
+            return finetune(model, processor, train_records, val_records, Path("/"), cfg, cfg.output, resume=True, should_stop=should_stop)
         except BaseException:
             if state.is_main_process and not resume and not list_checkpoints(cfg.output):
                 shutil.rmtree(cfg.output, ignore_errors=True)  # a run that failed before its first checkpoint leaves nothing

@@ -20,6 +20,9 @@ from vlmtune.data.source import iter_records_strict
 from vlmtune.io import write_jsonl
 
 SCHEMA_VERSION = "bedrock-conversation-2024"
+# The format names the schema allows (the Converse API's ImageBlock enum). The value is checked before any
+# use: a data file's string must never reach a file name.
+IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
 
 
 def read_bedrock(path: str | Path) -> Iterator[Record]:
@@ -63,8 +66,8 @@ def _parse_block(block: object, where: str) -> Part:
     if not isinstance(image, dict):
         raise RecordError("schema", f"{where}: expected a {{\"text\": ...}} or {{\"image\": ...}} block, found {short(block)}")
     fmt = image.get("format")
-    if fmt is not None and not isinstance(fmt, str):
-        raise RecordError("schema", f"{where}.image.format: expected a string such as 'png', found {short(fmt)}")
+    if fmt is not None and fmt not in IMAGE_FORMATS:
+        raise RecordError("image-format", f"{where}.image.format: expected one of {', '.join(IMAGE_FORMATS)}, found {short(fmt)}")
     source = image.get("source")
     if isinstance(source, dict) and isinstance(source.get("bytes"), str) and source["bytes"]:
         return ImagePart(make_data_uri(source["bytes"], fmt), fmt)
@@ -94,9 +97,10 @@ def _block(part: Part) -> dict:
         return {"text": part.text}
     inline = data_uri_parts(part.source)
     if inline is not None:
-        fmt = part.format or inline[0]
+        fmt = next((f for f in (part.format, inline[0]) if f in IMAGE_FORMATS), "png")
         return {"image": {"format": fmt, "source": {"bytes": inline[1]}}}
-    fmt = part.format or image_format(part.source) or "png"
+    fmt = part.format if part.format in IMAGE_FORMATS else image_format(part.source)
+    fmt = fmt if fmt in IMAGE_FORMATS else "png"
     return {"image": {"format": fmt, "source": {"s3Location": {"uri": part.source}}}}
 
 

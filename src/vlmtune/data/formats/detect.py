@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,7 @@ from vlmtune.data.problems import RecordError
 from vlmtune.data.record import Record
 from vlmtune.data.source import iter_records_strict
 from vlmtune.errors import VlmtuneError
-from vlmtune.io import write_jsonl
+from vlmtune.io import atomic_path
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,9 @@ def detect_format(obj: dict) -> str | None:
         return "llava" if "image" in obj else "sharegpt"
     messages = obj.get("messages")
     if isinstance(messages, list):
-        return _detect_messages([m for m in messages if isinstance(m, dict)])
+        return _detect_messages([m for m in messages if isinstance(m, dict)], "images" in obj)
+    if isinstance(obj.get("prompt"), list) and isinstance(obj.get("completion"), list):
+        return "openai"  # TRL's conversational prompt/completion
     if "prompt" in obj and "completion" in obj:
         return "prompt-completion"
     if "input" in obj:
@@ -59,10 +63,12 @@ def detect_format(obj: dict) -> str | None:
     return None
 
 
-def _detect_messages(messages: list[dict]) -> str:
+def _detect_messages(messages: list[dict], has_images: bool) -> str:
     if any(isinstance(m.get("content"), list) for m in messages):
         blocks = [b for m in messages if isinstance(m.get("content"), list) for b in m["content"] if isinstance(b, dict)]
-        return "openai" if any("type" in b for b in blocks) else "bedrock"
+        return "openai" if any("type" in b for b in blocks) or has_images else "bedrock"
+    if has_images:
+        return "sharegpt"  # LLaMA-Factory: string contents with <image> placeholders and top-level images
     if any(m.get("role") in ("system", "developer") for m in messages):
         return "openai"
     if any("from" in m and "value" in m for m in messages):
@@ -70,24 +76,54 @@ def _detect_messages(messages: list[dict]) -> str:
     return "claude"
 
 
+def parse_record(key: str, obj: dict, origin: str, record_id: str = "") -> Record:
+    """One object in format `key` to a Record; a record's images are never dropped on the way."""
+    record = FORMATS[key].parse(obj, origin=origin, record_id=record_id)
+    listed = _listed_images(obj)
+    if listed > len(record.images):
+        raise RecordError("images-lost", f"{origin}: expected all {listed} listed image(s) in the conversation, found a place for"
+                                         f" {len(record.images)} (a '<image>' placeholder or a user turn to put them in)")
+    return record
+
+
+def _listed_images(obj: dict) -> int:
+    """Images a record lists outside its messages (LLaVA's `image`, ShareGPT / LLaMA-Factory / TRL `images`)."""
+    count = 0
+    for key in ("image", "images"):
+        value = obj.get(key)
+        count += 1 if isinstance(value, str) and value else len(value) if isinstance(value, list) else 0
+    return count
+
+
+def stream_records(path: str | Path, fmt: str = "auto") -> tuple[str, Iterator[Record]]:
+    """(format key, records one at a time); the first bad record raises a VlmtuneError naming file and line.
+
+    The format is settled from the first record before this returns, so callers can announce it; the
+    records are read as they are consumed, so memory does not grow with the file.
+    """
+    path = Path(path)
+    objects = iter_records_strict(path)
+    first = next(objects, None)
+    if first is None:
+        raise VlmtuneError(f"{path}: expected at least one record, found an empty file")
+    key = format_key(fmt) if fmt != "auto" else detect_format(first[1])
+    if key is None:
+        raise VlmtuneError(f"{path}:{first[0]}: --format auto: expected keys of a known format ({', '.join(FORMATS)}), found {sorted(first[1])[:8]}")
+
+    def records() -> Iterator[Record]:
+        for line, obj in itertools.chain([first], objects):
+            try:
+                yield parse_record(key, obj, origin=f"{path}:{line}", record_id=f"{path.stem}-{line}")
+            except RecordError as e:
+                raise VlmtuneError(str(e)) from None
+
+    return key, records()
+
+
 def read_records(path: str | Path, fmt: str = "auto") -> tuple[str, list[Record]]:
     """(format key, records) of a whole file; the first bad record raises a VlmtuneError naming it."""
-    path = Path(path)
-    key = None if fmt == "auto" else format_key(fmt)
-    records = []
-    for line, obj in iter_records_strict(path):
-        if key is None:
-            key = detect_format(obj)
-            if key is None:
-                raise VlmtuneError(f"{path}:{line}: --format auto: expected keys of a known format ({', '.join(FORMATS)}), found {sorted(obj)[:8]}")
-        try:
-            record = FORMATS[key].parse(obj, origin=f"{path}:{line}", record_id=f"{path.stem}-{line}")
-        except RecordError as e:
-            raise VlmtuneError(str(e)) from None
-        records.append(record)
-    if key is None:
-        raise VlmtuneError(f"{path}: expected at least one record, found an empty file")
-    return key, records
+    key, records = stream_records(path, fmt)
+    return key, list(records)
 
 
 def iter_dumped(records: Iterable[Record], key: str) -> Iterator[tuple[dict, list[str]]]:
@@ -96,12 +132,18 @@ def iter_dumped(records: Iterable[Record], key: str) -> Iterator[tuple[dict, lis
         yield fmt.dump(r)
 
 
+def write_records_to(path: Path, records: Iterable[Record], key: str) -> dict[str, int]:
+    """Write records line by line to `path` as it is (callers make it atomic); returns losses by kind."""
+    lost: dict[str, int] = {}
+    with open(path, "w", encoding="utf-8") as f:
+        for obj, losses in iter_dumped(records, key):
+            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            for what in losses:
+                lost[what] = lost.get(what, 0) + 1
+    return lost
+
+
 def write_records(path: str | Path, records: Iterable[Record], key: str) -> dict[str, int]:
     """Write records in a format, atomically; returns how many records lost each thing it cannot express."""
-    rows, lost = [], {}
-    for obj, losses in iter_dumped(records, key):
-        rows.append(obj)
-        for what in losses:
-            lost[what] = lost.get(what, 0) + 1
-    write_jsonl(path, rows)
-    return lost
+    with atomic_path(path) as tmp:
+        return write_records_to(tmp, records, key)

@@ -3,6 +3,8 @@
 LLaVA:    {"id": "1", "image": "image_1.png", "conversations": [{"from": "human", "value": "<image>\\nQ"},
                                                                {"from": "gpt", "value": "A"}]}
 ShareGPT: {"conversations": [{"from": "system"|"human"|"gpt", "value": ...}], "system": "...", "images": [...]}
+          LLaMA-Factory's multimodal layout is ShareGPT with OpenAI-style tags:
+          {"messages": [{"role": "user", "content": "<image>Q"}, {"role": "assistant", "content": "A"}], "images": [...]}
 A file is a JSON array or JSONL. Without placeholders, the images go before the first human turn's text.
 """
 
@@ -41,25 +43,32 @@ def _parse(obj: dict, images: list, key: str, origin: str, record_id: str) -> Re
     if placed and placed != len(pending):
         raise RecordError("image-placeholders", f"{origin}: expected one '<image>' placeholder per image ({len(pending)}), found {placed}")
     messages = []
+    field = "conversations" if "conversations" in obj else "messages"
     for i, t in enumerate(turns):
-        where = f"{origin}: conversations[{i}]"
-        if not isinstance(t, dict) or not isinstance(t.get("value"), str):
-            raise RecordError("schema", f"{where}: expected {{\"from\": ..., \"value\": string}}, found {short(t)}")
+        where = f"{origin}: {field}[{i}]"
+        value = _text_of(t) if isinstance(t, dict) and isinstance(t.get("value", t.get("content")), str) else None
+        if value is None:
+            raise RecordError("schema", f"{where}: expected {{\"from\": ..., \"value\": string}} or {{\"role\": ..., \"content\": string}},"
+                                        f" found {short(t)}")
         role = _ROLES.get(t.get("from", t.get("role")))
         if role is None:
-            raise RecordError("role", f"{where}.from: expected 'human' or 'gpt', found {short(t.get('from'))}")
+            raise RecordError("role", f"{where}.from: expected 'human' or 'gpt' (or role 'user' / 'assistant'), found {short(t.get('from', t.get('role')))}")
         if role == "system":
-            system = "\n".join(filter(None, [system, t["value"]]))
+            system = "\n".join(filter(None, [system, value]))
             continue
-        parts = _split(t["value"], pending)
+        parts = _split(value, pending)
         if not placed and role == "user" and pending:
             parts, pending = [*pending, *parts], []
         messages.append(Message(role, tuple(parts)))
+    if not messages:
+        raise RecordError("schema", f"{origin}: field '{field}': expected at least one user or assistant turn, found only system turns")
     return Record(tuple(messages), system=system, id=record_id, origin=origin)
 
 
 def _text_of(turn: object) -> str:
-    return turn.get("value", "") if isinstance(turn, dict) and isinstance(turn.get("value"), str) else ""
+    """A turn's text: ShareGPT's `value`, or `content` in LLaMA-Factory's role/content layout."""
+    value = turn.get("value", turn.get("content")) if isinstance(turn, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def _split(value: str, pending: list[ImagePart]) -> list[Part]:

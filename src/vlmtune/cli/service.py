@@ -1,0 +1,41 @@
+"""`vlmtune service` (the control plane, the runtime and the job runner on one port) and `vlmtune worker`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from vlmtune.cli.options import config_command
+from vlmtune.service.config import ServiceConfig
+
+
+@config_command(ServiceConfig, "service")
+def service(cfg: ServiceConfig) -> None:
+    """Run the customization service: boto3's `bedrock` and `bedrock-runtime` clients work against it unchanged.
+
+    The API key is better given as $VLMTUNE_API_KEY: a key on the command line shows in the process list.
+    """
+    from vlmtune.service.app import Service, serve_forever  # torch and the web stack only once the options are good
+
+    svc = Service(cfg)
+
+    def ready(url: str) -> None:
+        click.echo(f"vlmtune service at {url} (home {cfg.home}; {svc.runner.executor.slots()} job(s) at a time)\n"
+                   f"  boto3:   boto3.client('bedrock', endpoint_url='{url}'), boto3.client('bedrock-runtime', endpoint_url='{url}')\n"
+                   f"  OpenAI:  {url}/v1   health: {url}/health", err=True)
+        if cfg.api_key is None and cfg.host not in ("127.0.0.1", "localhost", "::1"):
+            click.secho(f"warning: listening on {cfg.host} with no --api-key; anyone who can reach it can use it", fg="yellow", err=True)
+
+    serve_forever(svc, ready)
+
+
+@click.command("worker", hidden=True)
+@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--parent-pid", type=int, default=None, help="exit when this process (the service) is gone")
+def worker(folder: Path, parent_pid: int | None) -> None:
+    """Run one job of the service from its folder (the service starts this; people need not)."""
+    from vlmtune.service.worker import run_worker
+
+    sys.exit(run_worker(folder, parent_pid))

@@ -1,0 +1,42 @@
+"""`vlmtune service` options: one typed config, the CLI and the YAML schema."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+HOME_ENV = "VLMTUNE_HOME"
+ENDPOINT_ENV = "VLMTUNE_ENDPOINT"
+DEFAULT_PORT = 8080
+
+
+def default_home() -> Path:
+    """The service's home folder: $VLMTUNE_HOME, else ~/.vlmtune."""
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".vlmtune")
+
+
+class ServiceConfig(BaseModel):
+    """`vlmtune service`: the control plane, the runtime and the job runner on one port."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    home: Path | None = Field(None, description=f"folder for the database, jobs and models; default ${HOME_ENV}, else ~/.vlmtune")
+    host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 exposes the service to the network")
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="port to listen on (0 = any free port)")
+    api_key: str | None = Field(None, json_schema_extra={"envvar": "VLMTUNE_API_KEY"},
+                                description="require this key (Bearer, or the AWS access key id) on every route but /health")
+    region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{1,20}$", description="region written into ARNs")
+    account_id: str = Field("000000000000", pattern=r"^[0-9]{12}$", description="account id written into ARNs")
+    max_jobs: int = Field(0, ge=0, description="jobs running at once; 0 = one per GPU, or one on a machine without one")
+    stop_timeout: float = Field(120.0, gt=0, description="seconds a stopped job has to checkpoint before it is killed")
+    on_restart: Literal["resume", "fail"] = Field("resume", description="jobs whose worker died with the service: resume from the last checkpoint, or mark Failed")
+    device: str = Field("auto", description="device for deployments and batch jobs: auto, cpu, cuda, cuda:1, ...")
+    max_tokens: int = Field(1024, ge=1, description="cap on a request's maxTokens for deployed models")
+
+    @model_validator(mode="after")
+    def _home(self):
+        self.home = Path(self.home or default_home()).expanduser().resolve()
+        return self
