@@ -71,7 +71,8 @@ start = time.perf_counter()
 model, processor = load_model(sys.argv[1], "cpu")
 dataset = RecordDataset(processor, read_records(Path(sys.argv[2]), None), Path("/"), 1_003_520)
 examples = [dataset[i] for i in range(len(dataset))]
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+held = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()  # resident now, every record held
+print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "held_rss_mb": held / 2**20,
                   "seconds": time.perf_counter() - start}), flush=True)
 """
 
@@ -89,6 +90,26 @@ def write_w2_records(folder: Path, n: int) -> Path:
         records.append(qa_record(f"images/{ex.id}.png", ex.question, ex.answer))
     write_bedrock(folder / "train.jsonl", records)
     return folder / "train.jsonl"
+
+
+def write_chart_records(folder: Path, n: int, image_size: int = 256) -> Path:
+    """n chart questions (bar, line and pie charts) as PNG files and a bedrock JSONL, made 500 at a time."""
+    from vlmtune.data.formats.bedrock import write_bedrock
+    from vlmtune.data.record import qa_record
+    from vlmtune.data.synth import generate_chart_qa
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    records = []
+    for start in range(0, n, 500):
+        for j, ex in enumerate(generate_chart_qa(min(500, n - start), seed=start, image_size=image_size)):
+            name = f"images/{start + j:06d}.png"
+            ex.image.save(folder / name)
+            records.append(qa_record(name, ex.question, ex.answer))
+    write_bedrock(folder / "train.jsonl", records)
+    return folder / "train.jsonl"
+
+
+WRITERS = {"w2": write_w2_records, "charts": write_chart_records}
 
 
 def write_full_resolution_qwen(folder: Path) -> Path:

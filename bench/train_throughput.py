@@ -15,7 +15,9 @@ LoRA (r16 on the language model) from the same weights for two epochs of the sam
 - The vlmtune rows run the recipe's own pieces (length pass, BatchPlan, data workers, ModelInputs,
   optimizer_step), timed from the first step to the last, waiting for data included.
 Then the memory table: peak RSS at the first step of `vlmtune train` for N and 8N near-full-resolution W-2
-records (bench/first_step.py), against encoding every record up front as vlmtune did before.
+records (bench/first_step.py), against encoding every record up front as vlmtune did before (its peak, and
+what it holds once every record is encoded). `--only memory --memory-data charts --memory-records 1000
+--memory-factor 10` measures 1,000 vs 10,000 chart records the same way.
 Real-size models are built from their published configs with random weights (no hub here), with the tiny
 tokenizer; that is enough for speed and memory. MFU is reported on GPU (6 x parameters x tokens / peak FLOPs).
 """
@@ -275,7 +277,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--layers", type=int, default=0, help="override the number of layers (a quick check of the code path)")
     ap.add_argument("--memory-records", type=int, default=40, help="N of the memory table (and 8N); 0 = skip it")
+    ap.add_argument("--memory-factor", type=int, default=8, help="the memory table's second count is this times N")
+    ap.add_argument("--memory-data", choices=sorted(first_step.WRITERS), default="w2", help="records of the memory table")
+    ap.add_argument("--only", choices=["throughput", "memory"], help="one of the two tables")
     args = ap.parse_args()
+    if args.only == "memory":
+        with tempfile.TemporaryDirectory() as tmp:
+            print("\n".join(memory_table(Path(tmp), args.memory_records, args.memory_factor, args.memory_data)))
+        return
     cuda = torch.cuda.is_available()
     name = args.model or ("qwen2-vl-2b" if cuda else "cpu-mid")
     base, processor = build(name, args.layers)
@@ -287,7 +296,8 @@ def main() -> None:
         for label, options in LEVERS:
             rows.append((label, vlmtune_loop(base, processor, records, hyperparameters(options, args), args.epochs)))
             print(f"  measured: {label}", flush=True)
-        memory = memory_table(Path(tmp), args.memory_records) if args.memory_records else []
+        memory = (memory_table(Path(tmp), args.memory_records, args.memory_factor, args.memory_data)
+                  if args.memory_records and args.only != "throughput" else [])
     device = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
     params = sum(p.numel() for p in base.parameters()) / 1e6
     print(f"\n{name} ({params:.0f}M parameters, random init) on {device}: {len(records)} records (charts and W-2 pages 3:1), "
@@ -304,22 +314,24 @@ def main() -> None:
         print(line)
 
 
-def memory_table(folder: Path, n: int) -> list[str]:
-    """Peak RSS at the first step for N and 8N near-full-resolution W-2 records: streaming vs encoding up front."""
+def memory_table(folder: Path, n: int, factor: int, kind: str) -> list[str]:
+    """Peak RSS at the first step for N and factor x N records: streaming vs encoding every record up front."""
     model = first_step.write_full_resolution_qwen(folder / "fullres")
     found = {}
-    for count in (n, 8 * n):
-        data = first_step.write_w2_records(folder / f"w2-{count}", count)
+    for count in (n, factor * n):
+        data = first_step.WRITERS[kind](folder / f"{kind}-{count}", count)
         found[count] = (first_step.measure(model, data, folder / f"run-{count}"), first_step.measure_eager(model, data))
-    lines = ["\npeak memory at the first step, tiny Qwen2-VL keeping 612x792 W-2 pages near full resolution (batch 2)",
-             f"{'records':>8}{'vlmtune MB':>12}{'(workers)':>11}{'s to step 1':>13}{'encode-all MB':>15}{'s to encoded':>14}"]
+    what = "612x792 W-2 pages" if kind == "w2" else "256 px charts"
+    lines = [f"\npeak memory at the first step, tiny Qwen2-VL keeping {what} near full resolution (batch 2)",
+             f"{'records':>8}{'vlmtune MB':>12}{'(workers)':>11}{'s to step 1':>13}{'encode-all MB':>15}{'(held)':>9}{'s to encoded':>14}"]
     for count, (stream, eager) in found.items():
         total = stream["peak_rss_mb"] + stream["workers_uss_mb"]
         lines.append(f"{count:>8}{total:>12,.0f}{stream['workers_uss_mb']:>11,.0f}{stream['seconds_to_first_step']:>13.1f}"
-                     f"{eager['peak_rss_mb']:>15,.0f}{eager['seconds']:>14.1f}")
-    a, b = (found[c][0]["peak_rss_mb"] + found[c][0]["workers_uss_mb"] for c in (n, 8 * n))
-    ea, eb = (found[c][1]["peak_rss_mb"] for c in (n, 8 * n))
-    lines.append(f"{'8N - N':>8}{b - a:>12,.0f}{'':>24}{eb - ea:>15,.0f}")
+                     f"{eager['peak_rss_mb']:>15,.0f}{eager['held_rss_mb']:>9,.0f}{eager['seconds']:>14.1f}")
+    a, b = (found[c][0]["peak_rss_mb"] + found[c][0]["workers_uss_mb"] for c in (n, factor * n))
+    ea, eb = (found[c][1]["peak_rss_mb"] for c in (n, factor * n))
+    ha, hb = (found[c][1]["held_rss_mb"] for c in (n, factor * n))
+    lines.append(f"{f'{factor}N - N':>8}{b - a:>12,.0f}{'':>24}{eb - ea:>15,.0f}{hb - ha:>9,.0f}")
     return lines
 
 
