@@ -17,11 +17,13 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/vlmtune quickstart --out quickstart_out
 
+# Both tiers: the fast one first (it fails early), then the slow one (kill -9, DDP, the service's jobs).
 test: install
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m slow
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 clean:
 	rm -rf $(VENV) quickstart_out
