@@ -5,7 +5,7 @@
 Pages are the synthetic 612x792 W-2 forms (data/synth/w2.py) read by a tiny random-init Qwen2-VL whose
 image processor keeps them near full resolution (7,448 patches, an 11.4 MB fp32 tensor per page), as the
 real Qwen2-VL processor does. The run is stopped as its first optimizer step begins; peak memory is the
-training process's peak RSS plus the peak of what only its data workers hold (their USS, sampled every 20 ms).
+training process's peak RSS (its VmHWM: ru_maxrss would include the parent's from before exec) plus the peak of what only its data workers hold (their USS, sampled every 20 ms).
 tests/test_streaming.py runs a small version of this.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 # Run inside the measured process: stop `vlmtune train` when its first optimizer step is called.
 PROBE = """
-import json, resource, sys, threading, time
+import json, sys, threading, time
 import psutil
 from vlmtune.config import TrainConfig
 from vlmtune.training import recipe
@@ -28,6 +28,11 @@ from vlmtune.training.run import train
 
 class FirstStep(BaseException):
     pass
+
+def PEAK():  # this program's own high-water mark: ru_maxrss would carry over the parent's from before exec
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
 
 start, workers_peak = time.perf_counter(), [0]
 
@@ -46,7 +51,7 @@ def sample_workers():  # the data workers' own memory (USS: not shared with the 
 threading.Thread(target=sample_workers, daemon=True).start()
 
 def first_step(*args, **kwargs):
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = PEAK()
     print(json.dumps({"peak_rss_mb": peak / 2**20, "workers_uss_mb": workers_peak[0] / 2**20,
                       "seconds_to_first_step": time.perf_counter() - start}), flush=True)
     raise FirstStep
@@ -67,12 +72,17 @@ from vlmtune.models.loading import load_model
 from vlmtune.training.data import RecordDataset
 from vlmtune.training.run import read_records
 
+def PEAK():  # this program's own high-water mark: ru_maxrss would carry over the parent's from before exec
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
 start = time.perf_counter()
 model, processor = load_model(sys.argv[1], "cpu")
 dataset = RecordDataset(processor, read_records(Path(sys.argv[2]), None), Path("/"), 1_003_520)
 examples = [dataset[i] for i in range(len(dataset))]
 held = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()  # resident now, every record held
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "held_rss_mb": held / 2**20,
+print(json.dumps({"peak_rss_mb": PEAK() / 2**20, "held_rss_mb": held / 2**20,
                   "seconds": time.perf_counter() - start}), flush=True)
 """
 
@@ -85,9 +95,11 @@ def write_w2_records(folder: Path, n: int) -> Path:
 
     (folder / "images").mkdir(parents=True, exist_ok=True)
     records = []
-    for ex in generate_w2(n, seed=0):
-        ex.image.save(folder / "images" / f"{ex.id}.png")
-        records.append(qa_record(f"images/{ex.id}.png", ex.question, ex.answer))
+    for start in range(0, n, 20):  # 20 pages at a time: this process stays small too
+        for j, ex in enumerate(generate_w2(min(20, n - start), seed=start)):
+            name = f"images/{start + j:06d}.png"
+            ex.image.save(folder / name)
+            records.append(qa_record(name, ex.question, ex.answer))
     write_bedrock(folder / "train.jsonl", records)
     return folder / "train.jsonl"
 
