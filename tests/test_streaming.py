@@ -12,6 +12,7 @@ from vlmtune.config import TrainConfig
 from vlmtune.errors import VlmtuneError
 from vlmtune.models.tiny import build_processor
 from vlmtune.training import data as training_data
+from vlmtune.training import recipe
 from vlmtune.training.record_cache import processor_fingerprint
 from vlmtune.training.run import train
 
@@ -114,12 +115,20 @@ def test_the_cache_key_follows_the_processor_and_the_code():
     assert base != processor_fingerprint(processor, 1000, "code")
 
 
-def test_a_record_whose_image_is_missing_is_one_line_from_the_data_workers(tmp_path):
+def test_a_record_whose_image_is_missing_is_one_line_from_the_data_workers(tmp_path, monkeypatch):
+    """The validator refuses a missing image before training; one deleted after the length pass is the workers' to say."""
     cfg = _cfg(tmp_path, num_workers=2, val_data=None)
     missing = sorted((tmp_path / "data" / "images").glob("*.png"))[3]
-    missing.unlink()
+    real_scan = recipe.scan_records
+
+    def scan_then_delete(*args, **kwargs):
+        scanned = real_scan(*args, **kwargs)
+        missing.unlink()
+        return scanned
+
+    monkeypatch.setattr(recipe, "scan_records", scan_then_delete)
     with pytest.raises(VlmtuneError) as e:
         train(cfg)
     message = str(e.value)
     assert "\n" not in message and "Traceback" not in message
-    assert message.startswith(f"{cfg.train_data}:4: image") and "file not found" in message
+    assert message.startswith(f"{cfg.train_data}:4: image") and message.endswith(f"expected a file at {missing}, found nothing")
