@@ -111,8 +111,6 @@ def test_the_jobs_create_command_submits_each_type(idle):
     assert idle.get_model_customization_job(jobIdentifier="cli-cpt")["customizationType"] == "CONTINUED_PRE_TRAINING"
     refused = runner.invoke(main, ["jobs", "create", "--name", "cli-ft", "--teacher", "tiny", *args])
     assert refused.exit_code == 1 and "customizationConfig: expected only with customizationType DISTILLATION" in refused.output
-    refused = runner.invoke(main, ["jobs", "create", "--name", "cli-ft", "-p", "packing=true", *args])
-    assert refused.exit_code == 1 and "'packing' is not a hyperparameter of FINE_TUNING" in refused.output
 
 
 # ---------------------------------------------------------------------------------------- real jobs

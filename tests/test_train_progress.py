@@ -35,13 +35,13 @@ def logged(tmp_path_factory):
     cfg = _cfg(tmp, log_every_steps=2, report_to="tensorboard" if importlib.util.find_spec("tensorboard") else "")
     with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        real = recipe.collate
+        real = recipe.packed_position_ids  # called in the training process for every micro-batch
 
-        def deprecated_collate(*args, **kwargs):  # as a library's deprecated call inside the loop would
-            warnings.warn("collate(...) is deprecated", FutureWarning, stacklevel=2)
+        def deprecated_call(*args, **kwargs):  # as a library's deprecated call inside the loop would
+            warnings.warn("packed_position_ids(...) is deprecated", FutureWarning, stacklevel=2)
             return real(*args, **kwargs)
 
-        mp.setattr(recipe, "collate", deprecated_collate)
+        mp.setattr(recipe, "packed_position_ids", deprecated_call)
         err = io.StringIO()  # stderr redirected to a file, as `vlmtune train ... 2> log` does
         mp.setattr(sys, "stderr", err)
         result = train(cfg)

@@ -257,3 +257,31 @@ def test_a_run_left_by_vlmtune_0_1_resumes(runs, tmp_path, capsys):
     train(cfg)
     assert "step-00000004 (step 4 of 6)" in capsys.readouterr().err
     _assert_same_as_uninterrupted(runs, cfg)
+
+
+def test_kill_9_resume_is_exact_with_packing_and_both_caches_on(tmp_path, monkeypatch):
+    """LoRA on the tiny Qwen2-VL (frozen tower: its features are kept), mixed lengths (rows pack), records cached on disk."""
+    from train_fixtures import write_mixed_length_data
+
+    train_file, val_file = write_mixed_length_data(tmp_path / "data")
+
+    def cfg(output):
+        return TrainConfig(model="tiny-qwen2-vl", train_data=train_file, val_data=val_file, output=output, epochs=2,
+                           batch_size=4, learning_rate=5e-3, warmup_steps=0, seed=3, method="lora", lora_rank=4,
+                           eval_every_steps=1, save_every_steps=1, encoded_cache=tmp_path / "cache", packing=True)
+
+    reference = train(cfg(tmp_path / "reference"))
+    with pytest.MonkeyPatch.context() as mp:
+        _crash_at_step(mp, 4)
+        with pytest.raises(Killed):
+            train(cfg(tmp_path / "crashed"))
+    resumed = train(cfg(tmp_path / "crashed"))
+    assert [r["step_number"] for r in resumed.train_log] == list(range(1, 7))
+    for column, rows, expected in (("training_loss", resumed.train_log, reference.train_log),
+                                   ("validation_loss", resumed.val_log, reference.val_log)):
+        assert [r[column] for r in rows] == pytest.approx([r[column] for r in expected], rel=1e-5)
+    delivered = load_file(tmp_path / "crashed" / "adapter" / "adapter_model.safetensors")
+    expected = load_file(tmp_path / "reference" / "adapter" / "adapter_model.safetensors")
+    assert delivered.keys() == expected.keys()
+    for name, value in expected.items():
+        assert torch.allclose(delivered[name], value, rtol=1e-5, atol=1e-6), name

@@ -26,3 +26,16 @@ def delivered_weights(model_dir: Path) -> dict:
     from transformers import AutoModelForImageTextToText
 
     return {n: p.detach() for n, p in AutoModelForImageTextToText.from_pretrained(model_dir).named_parameters()}
+
+
+def write_mixed_length_data(folder: Path, n_train: int = 12, n_val: int = 4, seed: int = 0) -> tuple[Path, Path]:
+    """Like write_chart_data, but every third question is padded with words, so batches pack several records per row."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, ex in enumerate(generate_chart_qa(n_train + n_val, seed=seed)):
+        ex.image.save(folder / "images" / f"{ex.id}.png")
+        question = ex.question + " Look at the chart and the bars, the colours and the values." * (8 if i % 3 == 0 else 0)
+        records.append(qa_record(f"images/{ex.id}.png", question, ex.answer))
+    write_bedrock(folder / "train.jsonl", records[:n_train])
+    write_bedrock(folder / "val.jsonl", records[n_train:])
+    return folder / "train.jsonl", folder / "val.jsonl"

@@ -65,6 +65,18 @@ class Hyperparameters(BaseModel):
     on_too_long: Literal["drop", "error"] = Field("drop", description="what to do with a record over max_length (truncation would cut image tokens or the answer)")
     max_pixels: int = Field(1_003_520, ge=256, description="images are downscaled to at most this many pixels before the processor sees them")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU")
+    # ---- the input pipeline and the speed levers (training/data.py, training/levers.py)
+    num_workers: int = Field(2, ge=0, le=64, description="processes that read, decode and encode records ahead of the step; 0 = in the training process")
+    group_by_length: bool = Field(True, description="put records of similar length in the same batch (still a fixed order per seed and epoch): less padding")
+    packing: bool = Field(True, description="pack a micro-batch's records into as few sequences as fit its longest one, attention kept inside each record; families that cannot pack say so and train unpacked")
+    encoded_cache: Path | None = Field(None, description="folder for a cache of encoded records (ids, labels, image tensors) that later epochs and re-runs read back; keyed by content, safe to delete")
+    vision_feature_cache_mb: int = Field(1024, ge=0, description="host memory (MB) for the outputs of a frozen vision tower and projector, reused from epoch 2 on; 0 = off")
+    gradient_checkpointing: bool = Field(False, description="recompute the language model's activations in the backward pass: less memory, about a third more compute")
+    vision_gradient_checkpointing: bool = Field(False, description="the same for the vision tower (when it trains)")
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field("auto", description="attention kernel; auto: the model's own (sdpa); flash_attention_2 needs the flash-attn package and a CUDA GPU")
+    fused_cross_entropy: Literal["auto", "on", "off"] = Field("auto", description="liger-kernel's fused linear cross-entropy (no full logits tensor); auto: on where liger-kernel and a CUDA GPU are")
+    master_weights: Literal["auto", "fp32", "bf16"] = Field("auto", description="full fine-tuning with bf16 autocast: fp32 weights and optimizer (auto), or bf16 weights updated in place (less memory, loses small updates)")
+    torch_compile: bool = Field(False, description="compile the model with torch.compile (first steps slower, later ones faster on GPU)")
     seed: int = Field(42, description="seed for initialisation, data order and sampling")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
     target: Literal[tuple(TARGETS)] = Field("generic", description="check hyperparameters against a managed-service model's ranges and apply its defaults")
@@ -122,16 +134,12 @@ class TrainConfig(Hyperparameters):
     objective: Literal["fine-tune", "pretrain"] = Field(
         "fine-tune", description="fine-tune: loss on assistant turns (chat data); pretrain: continued pre-training on "
         "{\"input\": text} lines (with optional \"images\"), loss on every text token, never on images (service: CONTINUED_PRE_TRAINING)")
-    packing: bool = Field(False, description="objective pretrain: join consecutive text-only documents into sequences of up to max_length "
-                          "tokens (fewer, fuller batches); documents with images are never packed")
 
     @model_validator(mode="after")
     def _check_objective(self):
         if self.objective == "pretrain" and self.generate_eval_task:
             raise ValueError("option 'generate_eval_task': expected none with objective pretrain (documents have no answers to score), "
                              f"found {self.generate_eval_task!r}")
-        if self.packing and self.objective != "pretrain":
-            raise ValueError("option 'packing': expected only with objective pretrain (conversations are never packed), found objective fine-tune")
         return self
 
 

@@ -57,7 +57,7 @@ def check_request(req: CreateCustomizationJob) -> None:
 def check_hyperparameters(kind: str, hyper: dict[str, str]) -> dict:
     """`hyperParameters` (the service's names, or vlmtune's own) checked as the command's config checks them."""
     config, job_fields = (DistillConfig, _DISTILL_JOB_FIELDS) if kind == "DISTILLATION" else (TrainConfig, _JOB_FIELDS)
-    extra_fields = {"DISTILLATION": DistillConfig.model_fields, "CONTINUED_PRE_TRAINING": {"packing": TrainConfig.model_fields["packing"]}}
+    extra_fields = {"DISTILLATION": DistillConfig.model_fields}
     fields = Hyperparameters.model_fields | extra_fields.get(kind, {})
     known = set(fields) - job_fields
     aliases = {a for name, f in fields.items() if name not in job_fields for a in getattr(f.validation_alias, "choices", [])}

@@ -1,28 +1,39 @@
-"""Training data to tensors, safely: images capped in pixels, over-long records dropped with a reason."""
+"""Training data as a stream: records are read, their images decoded and encoded when a batch needs them,
+in `torch.utils.data` workers, so a run holds a few batches in memory whatever the size of the dataset.
+
+Before training, one pass over the records (in the same workers) measures each record's tokens: records
+over `max_length` are dropped with a count (or stop the run), and the lengths let batches be grouped and
+packed. Image tensors are never kept from that pass; with `encoded_cache` set they go to disk instead and
+every later epoch (and a re-run) reads them back (training/record_cache.py).
+"""
 
 from __future__ import annotations
 
+import inspect
+import os
+import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
 from vlmtune.data.images import capped_size, load_record_images
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
-from vlmtune.models.encode import IGNORE_INDEX, encode_pretraining, encode_record
+from vlmtune.models.encode import IGNORE_INDEX, collate, encode_pretraining, encode_record
+from vlmtune.models.packing import collate_packed
 from vlmtune.progress import console, progress_bar
+from vlmtune.training.batching import BatchPlan
+from vlmtune.training.features import image_keys
+from vlmtune.training.record_cache import RecordCache, processor_fingerprint
 
-
-@dataclass
-class EncodedSet:
-    examples: list[dict]
-    dropped: Counter = field(default_factory=Counter)
-
-    def __len__(self) -> int:
-        return len(self.examples)
+# Records per item of the length pass: a few, so that every worker has work even on a small dataset.
+SCAN_CHUNK = 2
 
 
 def cap_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
@@ -31,74 +42,197 @@ def cap_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
     return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
 
 
-def encode_dataset(processor, records: list[Record], images_root: Path, max_length: int, on_too_long: str,
-                   max_pixels: int, description: str, objective: str = "fine-tune") -> EncodedSet:
-    """Encode every record once; records longer than max_length are dropped (or stop the run).
+def label_tokens(example: dict) -> int:
+    """Tokens that count in the loss (labels are shifted by one inside the model)."""
+    return int((example["labels"][1:] != IGNORE_INDEX).sum())
+
+
+class RecordDataset(Dataset):
+    """Records encoded on demand: what it holds is the records themselves, never their tensors.
 
     `objective` "pretrain" encodes each record as a document (continued pre-training) instead of a chat.
     """
-    out = EncodedSet([])
-    encode = encode_pretraining if objective == "pretrain" else encode_record
-    with progress_bar(description, total=len(records)) as advance:
-        for r in records:
-            images = [cap_pixels(img, max_pixels) for img in load_record_images(r, images_root)]
-            try:
-                example = encode(processor, r, images)
-            except ValueError as e:  # the processor's own checks (image-token counts, ...) on data validate let through
-                raise VlmtuneError(f"{r.origin}: the processor refused this record: {e}") from None
-            n = len(example["input_ids"])
-            if n > max_length:
-                # Cutting the tail would drop answer tokens or split an image's tokens; neither trains well.
-                reason = "longer than max_length"
-                if on_too_long == "error":
-                    raise VlmtuneError(f"{r.origin}: record is {n} tokens, expected at most max_length={max_length} (set on_too_long: drop to skip such records)")
-                out.dropped[reason] += 1
-            elif not (example["labels"] != IGNORE_INDEX).any():
-                out.dropped["no text tokens to train" if objective == "pretrain" else "no assistant tokens to train"] += 1
-            else:
-                out.examples.append(example)
-            advance()
+
+    def __init__(self, processor, records: list[Record], images_root: Path, max_pixels: int, cache_dir: Path | None = None,
+                 objective: str = "fine-tune"):
+        self.processor, self.records, self.images_root, self.max_pixels = processor, records, Path(images_root), max_pixels
+        self.objective = objective
+        self.encode = encode_pretraining if objective == "pretrain" else encode_record
+        code = inspect.getsource(sys.modules[__name__]) + objective  # a document and a chat encode differently
+        fingerprint = processor_fingerprint(processor, max_pixels, code) if cache_dir else ""
+        self.cache = RecordCache(cache_dir, fingerprint) if cache_dir else None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        record = self.records[i]
+        key = self.cache.key(record, self.images_root) if self.cache else ""
+        cached = self.cache.load(key) if key else None
+        if cached is not None:
+            return cached
+        images = [cap_pixels(img, self.max_pixels) for img in load_record_images(record, self.images_root)]
+        try:
+            example = self.encode(self.processor, record, images)
+        except ValueError as e:  # the processor's own checks (image-token counts, ...) on data validate let through
+            raise VlmtuneError(f"{record.origin}: the processor refused this record: {e}") from None
+        if key:
+            self.cache.store(key, example)
+        return example
+
+
+@dataclass
+class ScannedSet:
+    """The records that train, by their index in the dataset, with their token and label counts."""
+
+    dataset: RecordDataset
+    kept: list[int] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    label_tokens: list[int] = field(default_factory=list)
+    dropped: Counter = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+
+def scan_records(dataset: RecordDataset, max_length: int, on_too_long: str, description: str, workers: int,
+                 rank: int = 0, processes: int = 1) -> ScannedSet:
+    """Measure every record (each process its share, in workers) and keep those that fit and train."""
+    mine = list(range(rank, len(dataset), processes))
+    chunks = [mine[i : i + SCAN_CHUNK] for i in range(0, len(mine), SCAN_CHUNK)]
+    found: list[tuple[int, int, int, str]] = []
+    with progress_bar(description, total=len(mine)) as advance:
+        for part in _loader(_Measure(dataset), chunks, workers):
+            found += part
+            advance(len(part))
+    found = sorted(gather_object(found) if processes > 1 else found)
+    out = ScannedSet(dataset)
+    for i, n, labels, error in found:
+        if error:
+            raise VlmtuneError(error)
+        record = dataset.records[i]
+        if n > max_length:
+            # Cutting the tail would drop answer tokens or split an image's tokens; neither trains well.
+            if on_too_long == "error":
+                raise VlmtuneError(f"{record.origin}: record is {n} tokens, expected at most max_length={max_length} "
+                                   "(set on_too_long: drop to skip such records)")
+            out.dropped["longer than max_length"] += 1
+        elif not labels:
+            out.dropped["no text tokens to train" if dataset.objective == "pretrain" else "no assistant tokens to train"] += 1
+        else:
+            out.kept.append(i)
+            out.lengths.append(n)
+            out.label_tokens.append(labels)
     for reason, count in out.dropped.items():
         console.print(f"[yellow]{description}: dropped {count} record(s): {reason}")
-    if not out.examples and records:
+    if not out.kept and len(dataset):
         raise VlmtuneError(f"{description}: every record was dropped ({dict(out.dropped)}); nothing to train on")
     return out
 
 
-TEXT_ONLY = frozenset({"input_ids", "attention_mask", "labels"})
+class _Measure(Dataset):
+    """(index, tokens, label tokens, error) for a chunk of records; a user error travels back as text."""
+
+    def __init__(self, dataset: RecordDataset):
+        self.dataset = dataset
+
+    def __getitem__(self, chunk: list[int]) -> list[tuple[int, int, int, str]]:
+        out = []
+        for i in chunk:
+            try:
+                example = self.dataset[i]
+                out.append((i, len(example["input_ids"]), label_tokens(example), ""))
+            except VlmtuneError as e:
+                out.append((i, 0, 0, str(e)))
+        return out
 
 
-def pack_documents(examples: list[dict], max_length: int) -> list[dict]:
-    """Continued pre-training's packing: consecutive text-only documents joined into sequences of at most
-    max_length tokens, so batches carry text rather than padding (each document keeps its bos and trained eos,
-    so where one ends is still learnt; as in HF's run_clm, a document may attend to the ones before it).
+@dataclass
+class MicroBatch:
+    """Model inputs for one forward pass, collated in a worker, with what the step reports about them."""
 
-    Documents with images, and any example whose family adds other inputs, stay as they are: an image's pixel
-    values and masks belong to one sequence.
+    inputs: dict[str, torch.Tensor]
+    label_tokens: int  # in this micro-batch
+    tokens: int  # real tokens
+    slots: int  # rows x width: tokens plus padding
+    error: str = ""
+    image_keys: list[str] = field(default_factory=list)  # for the vision feature cache (training/features.py)
+
+    def pin_memory(self) -> MicroBatch:
+        self.inputs = {k: v.pin_memory() for k, v in self.inputs.items()}
+        return self
+
+
+class _Collate(Dataset):
+    """A micro-batch of dataset indices -> one MicroBatch (padded, or packed into rows)."""
+
+    def __init__(self, dataset: RecordDataset, pad_id: int, packed: bool, keys: bool):
+        self.dataset, self.pad_id, self.packed, self.keys = dataset, pad_id, packed, keys
+
+    def __getitem__(self, indices: list[int]) -> MicroBatch:
+        try:
+            examples = [self.dataset[i] for i in indices]
+        except VlmtuneError as e:  # e.g. an image deleted since the length pass
+            return MicroBatch({}, 0, 0, 0, str(e))
+        inputs = collate_packed(examples, self.pad_id) if self.packed else collate(examples, self.pad_id)
+        tokens = sum(len(e["input_ids"]) for e in examples)
+        keys = image_keys(inputs) if self.keys else []
+        return MicroBatch(inputs, sum(label_tokens(e) for e in examples), tokens, inputs["input_ids"].numel(), "", keys)
+
+
+def _identity(item):
+    return item
+
+
+def _loader(dataset: Dataset, items, workers: int, persistent: bool = False, pin: bool = False) -> DataLoader:
+    """Items (lists of indices) fetched in order by `workers` processes, a few ahead of the consumer.
+
+    Its own generator keeps the DataLoader from drawing on the global RNG (dropout, LoRA init), which
+    would make a resumed run differ from an uninterrupted one.
     """
-    packed, run, length = [], [], 0
-
-    def flush():
-        nonlocal length
-        if run:
-            packed.append({k: torch.cat([e[k] for e in run]) for k in TEXT_ONLY})
-            run.clear()
-            length = 0
-
-    for example in examples:
-        n = len(example["input_ids"])
-        if set(example) != TEXT_ONLY:
-            flush()
-            packed.append(example)
-            continue
-        if length + n > max_length:
-            flush()
-        run.append(example)
-        length += n
-    flush()
-    return packed
+    if workers:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers tokenize on their own
+    return DataLoader(dataset, sampler=items, batch_size=None, collate_fn=_identity, num_workers=workers,
+                      prefetch_factor=2 if workers else None, persistent_workers=persistent and workers > 0,
+                      pin_memory=pin, generator=torch.Generator())
 
 
-def label_tokens(example: dict) -> int:
-    """Tokens that count in the loss (labels are shifted by one inside the model)."""
-    return int((example["labels"][1:] != IGNORE_INDEX).sum())
+class _PlanItems:
+    """The micro-batches of a run's steps from `start`, in order, as dataset indices (a sampler)."""
+
+    def __init__(self, plan: BatchPlan, kept: list[int], start: int, total: int):
+        self.plan, self.kept, self.start, self.total = plan, kept, start, total
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in self.plan.steps(self.start, self.total):
+            for micro in step.micro:
+                yield [self.kept[i] for i in micro]
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How micro-batches are made: padding id, packed rows or padded ones, image keys or not, workers."""
+
+    pad_id: int
+    packed: bool
+    image_keys: bool
+    workers: int
+    pin: bool
+
+
+def train_batches(scanned: ScannedSet, plan: BatchPlan, start: int, total: int, how: Batching) -> Iterator[MicroBatch]:
+    """Every micro-batch of the steps from `start` to `total`, encoded and collated ahead in workers."""
+    collate_ = _Collate(scanned.dataset, how.pad_id, how.packed, how.image_keys)
+    loader = _loader(collate_, _PlanItems(plan, scanned.kept, start, total), how.workers, pin=how.pin)
+    for item in loader:
+        if item.error:
+            raise VlmtuneError(item.error)
+        yield item
+
+
+def validation_batches(scanned: ScannedSet, batch_size: int, how: Batching, rank: int = 0, processes: int = 1) -> DataLoader:
+    """This process's validation micro-batches; the loader keeps its workers for every validation of the run."""
+    mine = scanned.kept[rank::processes]
+    items = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+    collate_ = _Collate(scanned.dataset, how.pad_id, how.packed, how.image_keys)
+    return _loader(collate_, items, how.workers, persistent=True, pin=how.pin)

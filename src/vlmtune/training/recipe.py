@@ -1,10 +1,13 @@
-"""The fine-tuning recipe, top to bottom: setup -> (resume) -> train -> validate -> checkpoint -> save.
+"""The fine-tuning recipe, top to bottom: setup -> data -> (resume) -> train -> validate -> checkpoint -> save.
 
 One loop, visible here: AdamW with per-part learning rates, warm-up then linear/cosine decay, gradient
 accumulation, clipping, bf16 autocast on GPU, validation loss every N steps and each epoch, the managed
 service's early stopping, atomic checkpoints that a re-run resumes from (falling back past a damaged one),
 the service's metric CSVs, progress lines for logs and optional trackers (TensorBoard, MLflow, W&B).
 It runs the same under `accelerate launch` (DDP): each process takes its slice of every global batch.
+Records stream from data workers (training/data.py), batched by length and packed (training/batching.py,
+models/packing.py); a frozen tower's image features are kept (training/features.py); the speed levers
+are in training/levers.py.
 """
 
 from __future__ import annotations
@@ -23,16 +26,20 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list
 
 from vlmtune.config import Hyperparameters
+from vlmtune.errors import VlmtuneError
 from vlmtune.evaluation.run import evaluate_records
 from vlmtune.io import write_json, write_text
-from vlmtune.models.encode import collate
 from vlmtune.models.loading import count_parameters, save_pretrained, write_base_identity
-from vlmtune.progress import console, progress_bar, quiet_libraries
+from vlmtune.models.packing import packed_position_ids, packing_problem
+from vlmtune.progress import progress_bar, quiet_libraries
 from vlmtune.reports.plots import loss_curve
 from vlmtune.training import checkpoint as ckpt
-from vlmtune.training.data import EncodedSet, encode_dataset, label_tokens, pack_documents
+from vlmtune.training.batching import BatchPlan, Step
+from vlmtune.training.data import Batching, MicroBatch, RecordDataset, scan_records, train_batches, validation_batches
 from vlmtune.training.disk import disk_full_guard, nbytes
 from vlmtune.training.early_stopping import EarlyStopping
+from vlmtune.training.features import FeatureCache, frozen_vision_problem
+from vlmtune.training.levers import check_levers, pull_levers
 from vlmtune.training.metric_logging import (
     GEN_CSV,
     TRAIN_COLUMNS,
@@ -80,19 +87,19 @@ class StepStats:
 @quiet_libraries()
 def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameters, out_dir: Path,
              *, resume: bool = True, should_stop: Callable[[], bool] | None = None,
-             objective: str = "fine-tune", packing: bool = False) -> TrainResult:
+             objective: str = "fine-tune") -> TrainResult:
     """Fine-tune `model` on `train` (validating on `val`), writing everything into `out_dir`.
 
     `should_stop` is asked after every optimizer step; when it says yes the run checkpoints and returns
     unfinished (`interrupted`), so the same run resumes later from exactly there.
     `objective` "pretrain" is continued pre-training: records are documents, the loss is on their text tokens.
-    `packing` (pretrain only) joins the training set's text-only documents into max_length sequences; the
-    validation set is left as it is, so its loss compares with an unpacked run's.
     """
     # ------------------------------------------------------------------ setup
     torch.manual_seed(hp.seed)
     method = resolve_method(model, hp)
     check_method_possible(method)
+    cuda = torch.cuda.is_available() and hp.device != "cpu"
+    check_levers(hp, cuda)
     trackers_named = parse_report_to(hp.report_to)
     # Some towers carry layers a VLM never uses (SigLIP's post_layernorm under LLaVA); DDP must not wait for them.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
@@ -105,23 +112,35 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
         shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = prepare_model(model, method, hp)
+    notes = pull_levers(model, method, hp, cuda, acc.mixed_precision == "bf16")
     trainable, total = count_parameters(model)
-    limits = (hp.max_length, hp.on_too_long, hp.max_pixels)
-    train_set = encode_dataset(processor, train, images_root, *limits, "encoding train", objective)
-    if packing:
-        documents = len(train_set)
-        train_set.examples = pack_documents(train_set.examples, hp.max_length)
-        console.print(f"packing: {documents} documents into {len(train_set)} sequences of at most {hp.max_length} tokens")
-    val_set = encode_dataset(processor, val, images_root, *limits, "encoding validation", objective) if val else EncodedSet([])
+
+    # ------------------------------------------------------------------ data
+    # One pass measures every record (dropping those over max_length); tensors are made again per batch.
+    rank, processes = acc.process_index, acc.num_processes
+    scan = (hp.max_length, hp.on_too_long)
+    train_set = scan_records(RecordDataset(processor, train, images_root, hp.max_pixels, hp.encoded_cache, objective), *scan,
+                             "encoding train", hp.num_workers, rank, processes)
+    val_set = scan_records(RecordDataset(processor, val, images_root, hp.max_pixels, hp.encoded_cache, objective), *scan,
+                           "encoding validation", hp.num_workers, rank, processes) if val else None
+    unpackable = packing_problem(model) if hp.packing else ""
+    notes += [f"packing off: {unpackable}; training unpacked"] if unpackable else []
+    unkept = frozen_vision_problem(model) if hp.vision_feature_cache_mb else "off"
+    features = None if unkept else FeatureCache(model, hp.vision_feature_cache_mb)
+    how = Batching(processor.tokenizer.pad_token_id, hp.packing and not unpackable, features is not None, hp.num_workers, cuda)
+    plan = BatchPlan(train_set.lengths, train_set.label_tokens, hp.batch_size, hp.seed, hp.group_by_length, rank, processes,
+                     hp.gradient_accumulation_steps)
     optimizer = build_optimizer(model, hp)
-    steps_per_epoch = math.ceil(len(train_set) / hp.batch_size)
+    steps_per_epoch = plan.steps_per_epoch
     total_steps = steps_per_epoch * hp.epochs
     scheduler = build_scheduler(optimizer, hp, total_steps)
     model, optimizer = acc.prepare(model, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
+    inputs_for = ModelInputs(acc.device, acc.unwrap_model(model), features)
     early = EarlyStopping(hp.early_stopping_patience, hp.early_stopping_threshold)
-    pad_id = processor.tokenizer.pad_token_id
     run_log = RunLog(out_dir / LOG, total_steps, hp.log_every_steps, enabled=main)
+    for note in notes:
+        run_log.say(note, "yellow")
 
     # ------------------------------------------------------------------ resume
     step, rows = 0, {"train": [], "val": [], "gen": []}
@@ -149,12 +168,15 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
     interrupted = False
     with progress_bar(f"fine-tuning ({method})", total=total_steps) as advance, disk_full_guard(out_dir, 0, "the metrics"):
         advance(step)
+        planned = plan.steps(step, total_steps)
+        batches = train_batches(train_set, plan, step, total_steps, how)
+        val_batches = validation_batches(val_set, hp.batch_size, how, rank, processes) if val_set else None
         while step < total_steps and not stopped_early and not interrupted:
-            epoch, index = divmod(step, steps_per_epoch)
-            order = _epoch_order(len(train_set), hp.seed, epoch)
-            batch = [train_set.examples[i] for i in order[index * hp.batch_size : (index + 1) * hp.batch_size]]
+            epoch = step // steps_per_epoch
             t0 = time.perf_counter()
-            stats = optimizer_step(acc, model, batch, optimizer, scheduler, params, hp, pad_id)
+            this = next(planned)
+            micro = [next(batches) for _ in this.micro]
+            stats = optimizer_step(acc, model, micro, this, optimizer, scheduler, params, hp, inputs_for)
             step += 1
             row = {"step_number": step, "epoch_number": epoch + 1, "training_loss": stats.loss, "perplexity": perplexity(stats.loss),
                    "learning_rate": stats.learning_rate, "grad_norm": stats.grad_norm}
@@ -163,10 +185,10 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
             advance(loss=f"{stats.loss:.3f}", lr=f"{stats.learning_rate:.1e}", tok_s=f"{stats.tokens / (time.perf_counter() - t0):,.0f}")
             # -------------------------------------------------------------- validate and checkpoint
             epoch_end = step % steps_per_epoch == 0
-            validated = bool(val_set.examples) and (epoch_end or _due(step, hp.eval_every_steps))
+            validated = val_batches is not None and (epoch_end or _due(step, hp.eval_every_steps))
             val_loss, is_best = None, False
             if validated:
-                val_loss = validation_loss(acc, model, val_set.examples, hp.batch_size, pad_id)
+                val_loss = validation_loss(acc, model, val_batches, inputs_for)
                 row = {"step_number": step, "epoch_number": epoch + 1, "validation_loss": val_loss, "perplexity": perplexity(val_loss)}
                 val_log.log(row)
                 trackers.log("eval", row)
@@ -186,8 +208,13 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
                     if is_best:
                         ckpt.save_best(out_dir, saved, step, val_loss)
                 acc.wait_for_everyone()
+        batches.close()  # stops the data workers (the validation loader's go with it below)
+        del val_batches
     for log in (train_log, val_log, gen_log, trackers):
         log.close()
+    if features is not None and features.hits + features.misses:
+        run_log.say(f"vision features: {len(features.kept)} image(s) kept ({features.used / 2**20:,.0f} MB), "
+                    f"{features.hits} of {features.hits + features.misses} looked up without the tower")
     if stopped_early:
         run_log.say(f"stopped early at step {step}: {early.patience} validation(s) in a row did not improve on "
                     f"{early.reference:.4f} by more than {early.threshold}")
@@ -211,25 +238,34 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
                        stopped_early, dict(train_set.dropped), *delivered[0])
 
 
-def optimizer_step(acc, model, batch: list[dict], optimizer, scheduler, params, hp: Hyperparameters, pad_id: int) -> StepStats:
-    """One optimizer step over a global batch: this process's slice, in micro-batches; returns the global loss,
+class ModelInputs:
+    """A collated micro-batch -> the model's keyword arguments on its device (packed mrope positions, kept features)."""
+
+    def __init__(self, device, model, features: FeatureCache | None = None):
+        self.device, self.model, self.features = device, model, features
+
+    def __call__(self, batch: MicroBatch) -> dict:
+        inputs = {k: v.to(self.device, non_blocking=True) for k, v in packed_position_ids(self.model, batch.inputs).items()}
+        return self.features.inputs(inputs, batch.image_keys) if self.features else inputs
+
+
+def optimizer_step(acc, model, micro: list[MicroBatch], step: Step, optimizer, scheduler, params, hp: Hyperparameters,
+                   inputs_for: ModelInputs) -> StepStats:
+    """One optimizer step over a global batch: this process's micro-batches of it; returns the global loss,
     the learning rate it stepped with, the gradient norm before clipping and the batch's tokens.
 
     Each micro-batch's loss is its summed token loss divided by the label tokens of the whole global batch,
-    so any split into processes and micro-batches gives the same gradient as one big batch (DDP averages
-    gradients across processes, hence the factor num_processes).
+    so any split into processes and micro-batches (or packed rows) gives the same gradient as one big batch
+    (DDP averages gradients across processes, hence the factor num_processes).
     """
-    n_tokens = sum(label_tokens(e) for e in batch)
-    mine = batch[acc.process_index :: acc.num_processes]
-    size = math.ceil(len(mine) / hp.gradient_accumulation_steps) or 1
-    micro = [mine[i : i + size] for i in range(0, len(mine), size)]
     model.train()
     local = torch.zeros((), device=acc.device)
-    for i, examples in enumerate(micro):
-        inputs = {k: v.to(acc.device) for k, v in collate(examples, pad_id).items()}
+    n_tokens = torch.tensor(step.label_tokens, device=acc.device)
+    for i, batch in enumerate(micro):
         sync = acc.no_sync(model) if i < len(micro) - 1 else nullcontext()
         with sync, acc.autocast():
-            loss = model(**inputs, num_items_in_batch=torch.tensor(n_tokens, device=acc.device)).loss
+            # No cache: it is never used in training, and transformers finds packed rows only without one.
+            loss = model(**inputs_for(batch), use_cache=False, num_items_in_batch=n_tokens).loss
             acc.backward(loss * acc.num_processes)
         local += loss.detach().float()
     grad_norm = acc.clip_grad_norm_(params, hp.max_grad_norm)
@@ -238,22 +274,20 @@ def optimizer_step(acc, model, batch: list[dict], optimizer, scheduler, params, 
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    tokens = sum(int(e["attention_mask"].sum()) for e in batch)
-    return StepStats(float(acc.reduce(local, reduction="sum")), lr, float(grad_norm), tokens)
+    return StepStats(float(acc.reduce(local, reduction="sum")), lr, float(grad_norm), step.tokens)
 
 
 @torch.no_grad()
-def validation_loss(acc, model, examples: list[dict], batch_size: int, pad_id: int) -> float:
+def validation_loss(acc, model, batches, inputs_for: ModelInputs) -> float:
     """Mean loss per assistant token over the whole validation set, summed over all processes."""
     model.eval()
     totals = torch.zeros(2, device=acc.device)
-    mine = examples[acc.process_index :: acc.num_processes]
-    for start in range(0, len(mine), batch_size):
-        chunk = mine[start : start + batch_size]
-        n = sum(label_tokens(e) for e in chunk)
-        inputs = {k: v.to(acc.device) for k, v in collate(chunk, pad_id).items()}
+    for batch in batches:
+        if batch.error:
+            raise VlmtuneError(batch.error)
+        n = batch.label_tokens
         with acc.autocast():
-            loss = model(**inputs, num_items_in_batch=torch.tensor(n, device=acc.device)).loss
+            loss = model(**inputs_for(batch), use_cache=False, num_items_in_batch=torch.tensor(n, device=acc.device)).loss
         totals += torch.stack([loss.float() * n, torch.tensor(float(n), device=acc.device)])  # loss is sum / n
     totals = acc.reduce(totals, reduction="sum")
     model.train()
@@ -331,11 +365,6 @@ def deliver_best(model, out_dir: Path, train_rows, val_rows, early: EarlyStoppin
         path, best_step = ckpt.checkpoint_path(out_dir, stand_in) / ckpt.WEIGHTS, stand_in
     ckpt.load_weights(path, model)
     return best_step, losses.get(best_step)
-
-
-def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The data order of an epoch depends only on (seed, epoch), so a resumed run sees the same order."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
 
 
 def _rows_up_to(out_dir: Path, state: dict) -> dict[str, list[dict]]:

@@ -30,7 +30,10 @@ RUN_CONFIG = "run_config.yaml"
 FORMAT = 1  # of run_config.yaml; 0 (vlmtune 0.1) had no format_version and reads the same
 # Settings that do not change what a run computes: a resume may change them (a bigger disk, another GPU,
 # more frequent checkpoints or logs). Every other setting must match the saved run to resume it.
-RESUME_MAY_CHANGE = frozenset({"output", "overwrite", "device", "save_every_steps", "log_every_steps", "report_to"})
+RESUME_MAY_CHANGE = frozenset({"output", "overwrite", "device", "save_every_steps", "log_every_steps", "report_to",
+                               # how fast, not what: the input pipeline and memory levers compute the same steps
+                               "num_workers", "encoded_cache", "vision_feature_cache_mb", "gradient_checkpointing",
+                               "vision_gradient_checkpointing", "torch_compile"})
 
 
 def read_records(path: Path, images_root: Path | None, target: str = "generic", option: str = "--train-data",
@@ -151,7 +154,7 @@ def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None) -> Tr
         state.wait_for_everyone()
         try:
             return finetune(model, processor, train_records, val_records, Path("/"), cfg, cfg.output, resume=True,
-                            should_stop=should_stop, objective=cfg.objective, packing=cfg.packing)
+                            should_stop=should_stop, objective=cfg.objective)
         except BaseException:
             if state.is_main_process and not resume and not list_checkpoints(cfg.output):
                 shutil.rmtree(cfg.output, ignore_errors=True)  # a run that failed before its first checkpoint leaves nothing

@@ -30,7 +30,7 @@ def check_method_possible(method: str) -> None:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise VlmtuneError("method 'qlora': expected the bitsandbytes package, found it missing; pip install bitsandbytes") from None
+        raise VlmtuneError("method 'qlora': expected the bitsandbytes package, found it missing; pip install 'vlmtune[qlora]' (or bitsandbytes)") from None
 
 
 def prepare_model(model, method: str, hp: Hyperparameters):
