@@ -12,13 +12,20 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $@
 
+# The tests also need the ray extra: the Ray executor's tests start a Ray head of their own.
+$(VENV)/.installed-ray: $(VENV)/.installed
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,ray]'
+	touch $@
+
 install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/vlmtune quickstart --out quickstart_out
 
-test: install
+# Two passes: the default suite, then the Ray executor against a small Ray head on 127.0.0.1 (slow, ~N min).
+test: install $(VENV)/.installed-ray
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m ray
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -25,9 +25,10 @@ class FakeExecutor:
     """Workers that exist only as handles: the test says when and how each ends."""
 
     name = "fake"
+    spans_nodes = False
 
-    def __init__(self, slots: int = 1):
-        self._slots = slots
+    def __init__(self, slots: int = 1, outlives_service: bool = False):
+        self._slots, self.outlives_service = slots, outlives_service
         self.launched: list[Path] = []
         self.exits: dict[int, WorkerExit] = {}
         self.killed: list[int] = []
@@ -130,6 +131,27 @@ def test_after_a_restart_a_job_whose_worker_is_gone_resumes_or_fails_by_setting(
     else:
         assert again.launched == [] and _job(restarted, arn)["status"] == "Failed"
         assert "set not to resume jobs on restart" in _job(restarted, arn)["failureMessage"]
+
+
+def test_workers_that_outlive_the_service_keep_running_and_are_watched_again_after_a_restart(tmp_path, data):
+    """Ray jobs run on the cluster: a service that stops does not suspend them, and the next one adopts them."""
+    home = tmp_path / "home"
+    executor = FakeExecutor(outlives_service=True)
+    svc = _service(home, executor)
+    arn = customization.create(svc, job_request("on-a-cluster", *data))["jobArn"]
+    svc.runner.tick()
+    svc.close(timeout=0.1)
+    assert not (executor.launched[0] / STOP).exists() and executor.killed == []  # left running, not suspended
+    again = FakeExecutor(outlives_service=True)
+    restarted = _service(home, again)
+    restarted.runner.recover()
+    restarted.runner.tick()
+    assert again.launched == [] and again.killed == [] and restarted.runner.is_running(arn)  # the same worker, watched
+    assert "still runs (fake executor); watching it again" in (executor.launched[0] / "worker.log").read_text()
+    write_json(executor.launched[0] / PROGRESS, {"outcome": "Failed", "failureMessage": "bad data", "phases": {}})
+    again.exits[1] = WorkerExit(0, "exited with code 0")
+    restarted.runner.tick()
+    assert _job(restarted, arn)["status"] == "Failed" and _job(restarted, arn)["failureMessage"] == "bad data"
 
 
 def test_a_deployment_whose_model_cannot_load_fails_with_the_reason(tmp_path):

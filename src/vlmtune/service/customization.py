@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vlmtune.config import Hyperparameters, TrainConfig, load_config
 from vlmtune.errors import VlmtuneError
-from vlmtune.service import listing, models
+from vlmtune.service import listing, models, placement
 from vlmtune.service import names as n
 from vlmtune.service.errors import ConflictError, QuotaError, ValidationError
 from vlmtune.service.progress import RUN
@@ -36,7 +36,9 @@ MAX_WAITING = 100
 def create(svc, body: dict) -> dict:
     req = parse(CreateCustomizationJob, body)
     _check_supported(req)
-    training_values(req.hyperParameters)
+    training, asked = placement.split(req.hyperParameters)
+    placement.refuse_unless_spanning(asked, svc.runner.executor)
+    training_values(training)
     base = models.resolve(svc, req.baseModelIdentifier, "baseModelIdentifier")
     digest = request_hash(body)
     with svc.store.transaction():
@@ -161,11 +163,14 @@ def stop(svc, identifier: str) -> None:
 # ---------------------------------------------------------------------------------------- the runner's side
 def spec(svc, row: dict) -> dict:
     """job.json for the worker: everything it needs, without the database."""
-    validators = loads(row["validation_data"])["validators"]
-    return {"kind": "customization", "id": row["id"], "arn": row["arn"], "name": row["name"],
-            "customizationType": row["customization_type"], "base": loads(row["base_source"]),
-            "trainingData": loads(row["training_data"])["s3Uri"], "validationData": validators[0]["s3Uri"] if validators else None,
-            "output": loads(row["output_data"])["s3Uri"], "hyperParameters": loads(row["hyper_parameters"])}
+    validators, hyper = loads(row["validation_data"])["validators"], loads(row["hyper_parameters"])
+    out = {"kind": "customization", "id": row["id"], "arn": row["arn"], "name": row["name"],
+           "customizationType": row["customization_type"], "base": loads(row["base_source"]),
+           "trainingData": loads(row["training_data"])["s3Uri"], "validationData": validators[0]["s3Uri"] if validators else None,
+           "output": loads(row["output_data"])["s3Uri"], "hyperParameters": placement.split(hyper)[0]}
+    if svc.runner.executor.spans_nodes:
+        out["placement"] = placement.for_job(hyper, svc.cfg).to_spec()
+    return out
 
 
 def apply_progress(svc, row: dict, progress: dict | None, folder: Path) -> None:

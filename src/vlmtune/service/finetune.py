@@ -1,20 +1,31 @@
 """The training half of a customization job's worker: the recipe of `vlmtune train`, then the upload.
 
-Imported by the worker only after the data passed validation, since it brings torch and transformers.
+Imported by the worker only after the data passed validation, since it brings torch and transformers. A job
+placed on one process trains in the worker itself; one spread over several workers or GPUs (placement.py)
+writes its training config into the job folder and has ray_training.py start one training process per GPU,
+each running `train_process` here: the same recipe under DDP, the main process reporting as the worker would.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 from vlmtune.config import TrainConfig, load_config
+from vlmtune.errors import VlmtuneError
+from vlmtune.io import write_json
 from vlmtune.models.loading import load_model
 from vlmtune.service import locations
-from vlmtune.service.progress import RUN, Progress
+from vlmtune.service.placement import Placement
+from vlmtune.service.progress import RUN, Progress, read_json
 from vlmtune.training.metric_logging import TRAIN_CSV
 from vlmtune.training.run import train
+
+SETTINGS = "training.json"  # the training config every process of a spread job runs
+RESULT = "training_result.json"  # how the main training process ended: interrupted and method, or the error
 
 
 def train_and_upload(spec: dict, folder: Path, progress: Progress, flag, staged: list[tuple[str, Path]], output: str,
@@ -24,16 +35,56 @@ def train_and_upload(spec: dict, folder: Path, progress: Progress, flag, staged:
     values = spec["hyperParameters"] | {"model": base_model(spec["base"], folder), "train_data": staged[0][1],
                                         "val_data": staged[1][1] if len(staged) > 1 else None, "output": folder / RUN}
     cfg = load_config(TrainConfig, None, values)
-    result = train(cfg, should_stop=_step_hook(folder, progress, flag))
-    if result.interrupted:
+    placement = Placement.from_spec(spec)
+    if placement.processes > 1:
+        # Ray is imported only by the worker of a job spread over workers (it is an optional dependency).
+        from vlmtune.service.ray_training import train_on_workers
+
+        write_json(folder / SETTINGS, cfg.model_dump(mode="json"))
+        (folder / RESULT).unlink(missing_ok=True)
+        trouble = train_on_workers(placement, folder, flag)
+        progress.reload()  # the main training process reported the training phase
+        interrupted, method = _result(folder, trouble)
+    else:
+        result = train(cfg, should_stop=_step_hook(folder, progress, flag))
+        interrupted, method = result.interrupted, result.method
+    if interrupted:
         progress.finish(flag.outcome(), phase="training")
         return
     _collect_artifacts(folder / RUN, artifacts)
     locations.upload_folder(artifacts, output)
-    weights = folder / RUN / ("model" if result.method == "full" else "adapter")
+    weights = folder / RUN / ("model" if method == "full" else "adapter")
     progress.phase("training", "Completed")
     progress.finish("Completed", model={"weights": str(weights), "kind": weights.name, "baseSource": cfg.model},
                     outputLocation=output)
+
+
+def train_process(folder: Path, flag) -> int:
+    """One training process of a spread job (RANK, WORLD_SIZE, ... set by its actor); the main one reports."""
+    main = os.environ.get("RANK") == "0"
+    try:
+        cfg = load_config(TrainConfig, None, read_json(folder / SETTINGS) or {})
+        hook = _step_hook(folder, Progress(folder), flag) if main else lambda: False  # the main process's answer counts
+        result = train(cfg, should_stop=hook)
+    except Exception as e:  # noqa: BLE001 - the job's worker fails the job with the main process's reason
+        if not isinstance(e, VlmtuneError):
+            traceback.print_exc()
+        if main:
+            write_json(folder / RESULT, {"error": str(e) if isinstance(e, VlmtuneError) else f"internal error ({type(e).__name__}: {e})"})
+        return 1
+    if main:
+        write_json(folder / RESULT, {"interrupted": result.interrupted, "method": result.method})
+    return 0
+
+
+def _result(folder: Path, trouble: str | None) -> tuple[bool, str]:
+    """How the main training process ended; its own error, else what the processes' exits say."""
+    found = read_json(folder / RESULT)
+    if found is None:
+        raise VlmtuneError(trouble or "the training processes ended without the main one saying how; the job's log has their output")
+    if "error" in found:
+        raise VlmtuneError(found["error"])
+    return found["interrupted"], found["method"]
 
 
 def _step_hook(folder: Path, progress: Progress, flag) -> Callable[[], bool]:
@@ -54,9 +105,10 @@ def _step_hook(folder: Path, progress: Progress, flag) -> Callable[[], bool]:
 def _step_line(path: Path) -> str:
     """`step 5 (epoch 1): training loss 5.1484` from the row the recipe has just logged."""
     try:
-        step, epoch, loss, _ = path.read_text(encoding="utf-8").strip().splitlines()[-1].split(",")
-        return f"step {step} (epoch {epoch}): training loss {float(loss):.4f}"
-    except (OSError, IndexError, ValueError):
+        lines = path.read_text(encoding="utf-8").strip().splitlines()
+        row = dict(zip(lines[0].split(","), lines[-1].split(",")))  # by the header: the recipe may add columns
+        return f"step {row['step_number']} (epoch {row['epoch_number']}): training loss {float(row['training_loss']):.4f}"
+    except (OSError, IndexError, KeyError, ValueError):
         return "step done"
 
 
