@@ -213,7 +213,13 @@ def test_validation_checks_the_data_for_the_jobs_target(tmp_path):
 
     train, _ = write_chart_data(tmp_path / "data", n_train=3, n_val=1)
     staged = stage_dataset(str(train), tmp_path / "job" / "train.jsonl")
-    assert validate_datasets([("s3://b/train.jsonl", staged)], tmp_path / "report.txt") is None
-    failure = validate_datasets([("s3://b/train.jsonl", staged)], tmp_path / "report.txt", "nova-lite")
-    assert failure.startswith("validation failed with 1 error(s): s3://b/train.jsonl:0: error: too-few-records: expected at least 8")
+    assert validate_datasets([(str(train), staged)], tmp_path / "report.txt") is None
+    failure = validate_datasets([(str(train), staged)], tmp_path / "report.txt", "nova-lite")
+    assert failure.startswith(f"validation failed with 1 error(s): {train}:0: error: too-few-records: expected at least 8")
     assert failure.endswith("; full report: {report}") and "too-few-records" in (tmp_path / "report.txt").read_text()
+    # A local dataset's images must lie in its own folder: one outside it is refused, as `vlmtune train` refuses it.
+    (tmp_path / "other").mkdir()
+    moved = tmp_path / "other" / "train.jsonl"
+    moved.write_text(train.read_text().replace('"images/', '"../data/images/'))
+    failure = validate_datasets([(str(moved), stage_dataset(str(moved), tmp_path / "job2" / "train.jsonl"))], tmp_path / "report2.txt")
+    assert "image-outside-root" in failure

@@ -21,7 +21,6 @@ from vlmtune.models.loading import load_model
 from vlmtune.service import locations
 from vlmtune.service.placement import Placement
 from vlmtune.service.progress import RUN, Progress, read_json
-from vlmtune.training.metric_logging import TRAIN_CSV
 from vlmtune.training.run import train
 
 SETTINGS = "training.json"  # the training config every process of a spread job runs
@@ -33,7 +32,10 @@ def train_and_upload(spec: dict, folder: Path, progress: Progress, flag, staged:
     """Data processing and training with the recipe (resuming from a checkpoint if the run has one), then upload."""
     progress.phase("dataProcessing", "InProgress")
     values = spec["hyperParameters"] | {"model": base_model(spec["base"], folder), "train_data": staged[0][1],
-                                        "val_data": staged[1][1] if len(staged) > 1 else None, "output": folder / RUN}
+                                        "val_data": staged[1][1] if len(staged) > 1 else None, "output": folder / RUN,
+                                        # The staged copies hold absolute image paths, checked against each source's
+                                        # own folder by validate_datasets; the recipe need not fence them again.
+                                        "images_root": Path("/")}
     cfg = load_config(TrainConfig, None, values)
     placement = Placement.from_spec(spec)
     if placement.processes > 1:
@@ -88,7 +90,8 @@ def _result(folder: Path, trouble: str | None) -> tuple[bool, str]:
 
 
 def _step_hook(folder: Path, progress: Progress, flag) -> Callable[[], bool]:
-    """Called after every optimizer step: the first one ends data processing; each logs a line; stop?"""
+    """Called after every optimizer step: the first one ends data processing; stop? (The recipe itself writes the
+    progress lines into the worker's log, since its stderr is not a terminal.)"""
     started = [False]
 
     def after_step() -> bool:
@@ -96,20 +99,9 @@ def _step_hook(folder: Path, progress: Progress, flag) -> Callable[[], bool]:
             progress.phase("dataProcessing", "Completed")
             progress.phase("training", "InProgress")
             started[0] = True
-        print(_step_line(folder / RUN / TRAIN_CSV), flush=True)
         return flag.action() is not None
 
     return after_step
-
-
-def _step_line(path: Path) -> str:
-    """`step 5 (epoch 1): training loss 5.1484` from the row the recipe has just logged."""
-    try:
-        lines = path.read_text(encoding="utf-8").strip().splitlines()
-        row = dict(zip(lines[0].split(","), lines[-1].split(",")))  # by the header: the recipe may add columns
-        return f"step {row['step_number']} (epoch {row['epoch_number']}): training loss {float(row['training_loss']):.4f}"
-    except (OSError, IndexError, KeyError, ValueError):
-        return "step done"
 
 
 def base_model(base: dict, folder: Path) -> str:

@@ -59,6 +59,11 @@ def _s3_location(block: object) -> dict | None:
     return location if isinstance(location, dict) else None
 
 
+def images_root(uri: str) -> Path | None:
+    """The folder a local dataset's images must lie in: the data file's own (S3 images are addressed by URI)."""
+    return None if locations.is_s3(uri) else locations.local_path(uri).parent
+
+
 def validate_datasets(files: list[tuple[str, Path]], report: Path, target: str = "generic") -> str | None:
     """Run the validator (for `target`'s limits) on each (original URI, staged copy); the failure message, or None.
 
@@ -66,7 +71,8 @@ def validate_datasets(files: list[tuple[str, Path]], report: Path, target: str =
     """
     lines, errors = [], []
     for uri, path in files:
-        for problem in validate_file(path, "bedrock", target):
+        # Images of a local file must lie inside that file's folder, as for `vlmtune train` on the file itself.
+        for problem in validate_file(path, "bedrock", target, images_root=images_root(uri)):
             text = problem.format(uri)
             lines.append(text)
             if problem.severity == "error":
