@@ -40,6 +40,16 @@ class RayHead:
         """Every live process of this cluster: the head's, its workers', the jobs' and what those started."""
         return marked_processes(self.marker)
 
+    def commands(self) -> list[str]:
+        """The command lines of the cluster's processes."""
+        found = []
+        for proc in self.processes():
+            try:
+                found.append(" ".join(proc.cmdline()))
+            except psutil.Error:
+                continue
+        return found
+
     def listening(self) -> list[tuple[str, str, int]]:
         """(process name, address, port) of every socket the cluster's processes listen on."""
         found = []

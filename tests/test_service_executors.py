@@ -16,15 +16,13 @@ from service_fixtures import job_request
 from vlmtune.cli import main
 from vlmtune.errors import VlmtuneError
 from vlmtune.io import write_json
-from vlmtune.service import customization
+from vlmtune.service import customization, invocations
 from vlmtune.service.app import Service
 from vlmtune.service.config import ServiceConfig
 from vlmtune.service.errors import ValidationError
-from vlmtune.service.finetune import _step_line
 from vlmtune.service.placement import Placement, for_job, split
 from vlmtune.service.progress import LOG, PROGRESS, Progress, read_json
 from vlmtune.service.ray_logs import COPIED, LogFollower
-from vlmtune.training.metric_logging import TRAIN_COLUMNS, TRAIN_CSV, CsvLogger
 
 
 class OneProcessExecutor:
@@ -87,6 +85,15 @@ def test_a_spanning_executor_gets_the_placement_in_the_spec_and_the_recipe_never
     spec = customization.spec(svc, row)
     assert spec["placement"] == {"workers": 3, "gpus_per_worker": 2} and "workers" not in spec["hyperParameters"]
     assert customization.get(svc, arn)["hyperParameters"]["workers"] == "3"  # the job shows what it was asked
+
+
+def test_a_batch_job_on_a_spanning_executor_asks_for_one_gpu_at_most(tmp_path):
+    spanning = OneProcessExecutor()
+    spanning.spans_nodes = True
+    svc = Service(ServiceConfig(home=tmp_path / "home", ray_gpus_per_worker=4), spanning)
+    row = {"id": "b1", "arn": "arn:b1", "name": "batch", "model_id": "m", "model_source": '{"source": "tiny"}',
+           "input_data": '{"s3InputDataConfig": {"s3Uri": "s3://b/in/"}}', "output_data": '{"s3OutputDataConfig": {"s3Uri": "s3://b/out/"}}'}
+    assert invocations.spec(svc, row)["placement"] == {"workers": 1, "gpus_per_worker": 1}
 
 
 # ---------------------------------------------------------------------------------------- how Ray's ends read
@@ -162,13 +169,6 @@ def test_a_ray_jobs_log_is_copied_once_across_dropped_connections_and_restarts(t
 
 
 # ---------------------------------------------------------------------------------------- the worker's side
-def test_the_step_line_reads_the_metrics_by_their_header(tmp_path):
-    logger = CsvLogger(tmp_path / TRAIN_CSV, TRAIN_COLUMNS, [])
-    logger.log({"step_number": 7, "epoch_number": 2, "training_loss": 1.23456, "perplexity": 3.4, "learning_rate": 1e-4, "grad_norm": 0.5})
-    logger.close()
-    assert _step_line(tmp_path / TRAIN_CSV) == "step 7 (epoch 2): training loss 1.2346"
-
-
 def test_progress_takes_up_what_the_main_training_process_wrote(tmp_path):
     mine = Progress(tmp_path)
     mine.phase("dataProcessing", "InProgress")

@@ -147,7 +147,7 @@ def test_workers_that_outlive_the_service_keep_running_and_are_watched_again_aft
     restarted.runner.recover()
     restarted.runner.tick()
     assert again.launched == [] and again.killed == [] and restarted.runner.is_running(arn)  # the same worker, watched
-    assert "still runs (fake executor); watching it again" in (executor.launched[0] / "worker.log").read_text()
+    assert "watching the job's worker again (fake executor)" in (executor.launched[0] / "worker.log").read_text()
     write_json(executor.launched[0] / PROGRESS, {"outcome": "Failed", "failureMessage": "bad data", "phases": {}})
     again.exits[1] = WorkerExit(0, "exited with code 0")
     restarted.runner.tick()

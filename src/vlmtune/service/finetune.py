@@ -8,11 +8,16 @@ each running `train_process` here: the same recipe under DDP, the main process r
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
+import socket
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+
+import torch
+import torch.distributed as dist
 
 from vlmtune.config import TrainConfig, load_config
 from vlmtune.errors import VlmtuneError
@@ -66,6 +71,7 @@ def train_process(folder: Path, flag) -> int:
     main = os.environ.get("RANK") == "0"
     try:
         cfg = load_config(TrainConfig, None, read_json(folder / SETTINGS) or {})
+        _join_process_group(cfg)
         hook = _step_hook(folder, Progress(folder), flag) if main else lambda: False  # the main process's answer counts
         result = train(cfg, should_stop=hook)
     except Exception as e:  # noqa: BLE001 - the job's worker fails the job with the main process's reason
@@ -77,6 +83,22 @@ def train_process(folder: Path, flag) -> int:
     if main:
         write_json(folder / RESULT, {"interrupted": result.interrupted, "method": result.method})
     return 0
+
+
+def _join_process_group(cfg: TrainConfig) -> None:
+    """Join the job's process group (accelerate then uses it) with its store listening on MASTER_ADDR alone:
+    the env:// rendezvous would listen on every interface of the first worker's node."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    listening = None
+    if rank == 0:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        listening = sock.detach()
+    store = dist.TCPStore(host, port, world, rank == 0, timeout=dt.timedelta(minutes=30), master_listen_fd=listening)
+    cpu = cfg.device == "cpu" or not torch.cuda.is_available()  # as the recipe decides
+    dist.init_process_group("gloo" if cpu else "nccl", store=store, rank=rank, world_size=world)
 
 
 def _result(folder: Path, trouble: str | None) -> tuple[bool, str]:

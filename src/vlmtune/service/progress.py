@@ -5,7 +5,9 @@
     stop.json      written by the service to ask the worker to stop ("stop") or to checkpoint and leave the
                    job to be resumed ("suspend", when the service itself shuts down)
     worker.log     the worker's output, kept for `vlmtune jobs logs` (under Ray, copied from the Ray job's log)
-    training.json  a job spread over several workers: the training config each training process runs
+    training.json  a job spread over several workers: the training config each training process runs, and
+                   training_result.json, how the main one ended
+    .ray-log.json  under Ray: how much of the Ray job's log worker.log already has
     run/           the training run folder (checkpoints, the service's metric CSVs, the model)
 
 Only files: the worker never opens the database, so a worker on another machine (issue 15's Ray executor)

@@ -116,7 +116,8 @@ class RayExecutor:
             info = self.client.get_job_info(submission)
         except (OSError, RuntimeError) as e:
             if "status code 404" in str(e):
-                return WorkerExit(None, f"is gone from the Ray cluster, which no longer knows Ray job {submission}")
+                return WorkerExit(None, f"is gone from the Ray cluster, which no longer knows Ray job {submission} "
+                                        "(was the cluster restarted?)")
             self._say_once(handle, "unreachable", f"the Ray cluster at {self.address} does not answer ({e}); asking again")
             return None
         self._follow(handle)
@@ -141,6 +142,7 @@ class RayExecutor:
             log.warning("stopping Ray job %s: %s", submission, e)
 
     def alive(self, handle: dict) -> bool:
+        """Running or waiting on the cluster (the runner asks only executors whose workers die with the service)."""
         try:
             return not self.client.get_job_status(handle["submission"]).is_terminal()
         except (OSError, RuntimeError) as e:

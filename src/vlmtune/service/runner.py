@@ -164,8 +164,8 @@ class Runner:
         """Close runs whose worker died with the previous service; their jobs resume or fail."""
         for run in self.open_runs():
             handle, folder = loads(run["handle"]), Path(run["folder"])
-            if self.executor.outlives_service and self.executor.alive(handle):
-                note(folder, f"the service restarted; the job's worker still runs ({self.executor.name} executor); watching it again")
+            if self.executor.outlives_service:  # running or not, the executor knows how it went: poll says
+                note(folder, f"the service restarted; watching the job's worker again ({self.executor.name} executor)")
                 continue
             _wait_gone(handle, self.executor)
             self._close(run, WorkerExit(None, "was gone after the service restarted"))

@@ -1,0 +1,41 @@
+"""The KubeRay deployment under deploy/kuberay: its documents parse and agree with the service's config.
+
+No Kubernetes cluster is reachable where the tests run, so this checks what can go wrong on paper: the
+service config loads, its job folders are on the volume every Ray node and the service mount, that volume
+can be mounted by many nodes at once, and the service points at KubeRay's Service for the head.
+"""
+
+from pathlib import Path
+
+import yaml
+
+from vlmtune.config import load_config
+from vlmtune.service.config import ServiceConfig
+
+KUBERAY = Path(__file__).parent.parent / "deploy" / "kuberay"
+
+
+def _documents() -> dict[str, dict]:
+    return {doc["kind"] + "/" + doc["metadata"]["name"]: doc for doc in yaml.safe_load_all((KUBERAY / "raycluster.yaml").read_text())}
+
+
+def _mounts(pod: dict, claim: str) -> set[str]:
+    """Where the containers of a pod template mount the volume of a claim."""
+    volumes = {v["name"] for v in pod["spec"]["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == claim}
+    return {m["mountPath"] for c in pod["spec"]["containers"] for m in c.get("volumeMounts", []) if m["name"] in volumes}
+
+
+def test_the_kuberay_service_config_loads_and_its_job_folders_are_on_the_shared_volume():
+    cfg = load_config(ServiceConfig, KUBERAY / "service.yaml", {})
+    docs = _documents()
+    cluster = docs["RayCluster/vlmtune"]["spec"]
+    assert cfg.executor == "ray" and cfg.ray_address == f"http://{docs['RayCluster/vlmtune']['metadata']['name']}-head-svc:8265"
+    assert docs["PersistentVolumeClaim/vlmtune-shared"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    pods = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"]),
+            docs["Deployment/vlmtune-service"]["spec"]["template"]]
+    for pod in pods:
+        assert any(cfg.storage.is_relative_to(mount) for mount in _mounts(pod, "vlmtune-shared")), pod["spec"]["containers"][0]["name"]
+    service_pod = docs["Deployment/vlmtune-service"]["spec"]["template"]
+    assert not any(cfg.home.is_relative_to(mount) for mount in _mounts(service_pod, "vlmtune-shared"))  # SQLite stays off NFS
+    assert any(cfg.home.is_relative_to(mount) for mount in _mounts(service_pod, "vlmtune-home"))
+    assert cluster["rayVersion"] in (KUBERAY / "Dockerfile").read_text()
