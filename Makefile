@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/vlmtune quickstart --out quickstart_out
 
-# Two passes: the default suite, then the Ray executor against a small Ray head on 127.0.0.1 (slow, ~N min).
+# Two passes: the default suite, then the Ray executor against a small Ray head on 127.0.0.1 (8 tests, ~6 min on 2 cores).
 test: install $(VENV)/.installed-ray
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest -m ray

@@ -5,10 +5,13 @@ service config loads, its job folders are on the volume every Ray node and the s
 can be mounted by many nodes at once, and the service points at KubeRay's Service for the head.
 """
 
+import re
+import tomllib
 from pathlib import Path
 
 import yaml
 
+from vlmtune.cli import main
 from vlmtune.config import load_config
 from vlmtune.service.config import ServiceConfig
 
@@ -39,3 +42,25 @@ def test_the_kuberay_service_config_loads_and_its_job_folders_are_on_the_shared_
     assert not any(cfg.home.is_relative_to(mount) for mount in _mounts(service_pod, "vlmtune-shared"))  # SQLite stays off NFS
     assert any(cfg.home.is_relative_to(mount) for mount in _mounts(service_pod, "vlmtune-home"))
     assert cluster["rayVersion"] in (KUBERAY / "Dockerfile").read_text()
+
+
+def test_the_commands_the_kuberay_documents_run_are_vlmtunes_own():
+    """The service pod's command parses as the CLI's, reading the config where the ConfigMap is mounted; the Ray
+    jobs' entrypoint is the CLI's worker command; the image installs an extra pyproject.toml declares."""
+    cfg = load_config(ServiceConfig, KUBERAY / "service.yaml", {})
+    pod = _documents()["Deployment/vlmtune-service"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    program, name, *args = container["command"]
+    assert program == "vlmtune" and name in main.commands
+    config = Path(args[args.index("--config") + 1])
+    maps = {v["name"]: v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v}
+    mounted = {Path(m["mountPath"]) for m in container["volumeMounts"] if m["name"] in maps}
+    assert config.parent in mounted and config.name == "service.yaml" and "vlmtune-service" in maps.values()
+    args[args.index("--config") + 1] = str(KUBERAY / "service.yaml")
+    main.commands[name].make_context(name, args)  # raises on an option the command lacks
+    assert {p["containerPort"] for p in container["ports"] if p["name"] == "http"} == {cfg.port}
+    program, worker = cfg.ray_worker_command.split()
+    assert program == "vlmtune" and worker in main.commands
+    extras = tomllib.loads((KUBERAY.parent.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    installed = re.search(r'pip install .*"/home/ray/vlmtune\[(\w+)\]"', (KUBERAY / "Dockerfile").read_text())
+    assert installed and installed[1] in extras and any(dep.startswith("ray[default]") for dep in extras[installed[1]])
