@@ -50,6 +50,14 @@ def test_an_unknown_executor_is_refused_naming_the_choices(tmp_path):
     assert result.exit_code == 2 and "'slurm' is not one of 'local', 'ray'" in result.output
 
 
+def test_ray_env_takes_name_value_pairs_as_its_help_says(tmp_path, monkeypatch):
+    assert "--ray-env NAME=VALUE" in " ".join(CliRunner().invoke(main, ["service", "--help"]).output.split())
+    seen = {}
+    monkeypatch.setattr("vlmtune.service.app.Service", lambda cfg: seen.setdefault("cfg", cfg) and sys.exit(0))
+    CliRunner().invoke(main, ["service", "--home", str(tmp_path), "--ray-env", "HF_HOME=/shared/hf", "--ray-env", "A=1"])
+    assert seen["cfg"].ray_env == {"HF_HOME": "/shared/hf", "A": "1"}
+
+
 # ---------------------------------------------------------------------------------------- placement
 def test_placement_settings_are_taken_out_of_the_hyperparameters_and_checked():
     training, asked = split({"epochCount": "2", "workers": "4", "gpus_per_worker": "8"})

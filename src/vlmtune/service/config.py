@@ -47,7 +47,8 @@ class ServiceConfig(BaseModel):
                                                           "for others with the hyperparameter `gpus_per_worker`")
     ray_worker_command: str = Field("vlmtune worker", description="the worker command on the cluster's nodes, as the Ray job's "
                                                                   "entrypoint (the job folder is appended)")
-    ray_env: dict[str, str] = Field(default_factory=dict, description="environment variables for the jobs on the cluster (NAME=VALUE)")
+    ray_env: dict[str, str] = Field(default_factory=dict, json_schema_extra={"metavar": "NAME=VALUE"},
+                                    description="an environment variable for the jobs on the cluster; repeatable")
     ray_runtime_env: Path | None = Field(None, description="a YAML or JSON file with the Ray runtime environment of each job "
                                                            "(pip, env_vars, container, ...), as `ray job submit --runtime-env` takes")
 
