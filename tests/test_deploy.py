@@ -64,3 +64,13 @@ def test_the_commands_the_kuberay_documents_run_are_vlmtunes_own():
     extras = tomllib.loads((KUBERAY.parent.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     installed = re.search(r'pip install .*"/home/ray/vlmtune\[(\w+)\]"', (KUBERAY / "Dockerfile").read_text())
     assert installed and installed[1] in extras and any(dep.startswith("ray[default]") for dep in extras[installed[1]])
+
+
+def test_every_pod_can_write_its_volumes_as_the_images_user():
+    group = re.search(r"--chown=\w+:(\w+)", (KUBERAY / "Dockerfile").read_text())[1]
+    assert group == "users"  # gid 100 in Ray's images
+    docs = _documents()
+    cluster = docs["RayCluster/vlmtune"]["spec"]
+    for pod in (cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"]),
+                docs["Deployment/vlmtune-service"]["spec"]["template"]):
+        assert pod["spec"]["securityContext"]["fsGroup"] == 100, pod["spec"]["containers"][0]["name"]
