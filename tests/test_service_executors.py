@@ -127,6 +127,21 @@ def test_rays_statuses_become_the_runners_exits(tmp_path):
     assert ray_exit(_info("SUCCEEDED"), tmp_path).reason == "exited with code 0 on the Ray cluster"
 
 
+def test_a_ray_job_is_lost_only_when_the_cluster_says_it_does_not_know_it():
+    pytest.importorskip("ray.job_submission")
+    from vlmtune.service.ray_executor import RayExecutor
+
+    class Client:  # as JobSubmissionClient answers: a job it knows, a 404, a cluster that does not answer
+        def get_job_status(self, submission):
+            if submission == "known":
+                return _info("RUNNING").status
+            raise {"unknown": RuntimeError("Request failed with status code 404: Job unknown does not exist."),
+                   "unreachable": ConnectionError("Connection refused")}[submission]
+
+    executor = RayExecutor(Client(), "http://127.0.0.1:8265")
+    assert [executor.lost({"submission": s}) for s in ("known", "unknown", "unreachable")] == [False, True, False]
+
+
 def test_the_runtime_environment_joins_the_files_variables_and_the_options(tmp_path):
     pytest.importorskip("ray.job_submission")
     from vlmtune.service.ray_executor import runtime_env

@@ -48,6 +48,10 @@ class Executor(Protocol):
     def alive(self, handle: dict) -> bool:
         """Is this worker still running? Asked after a restart about workers of the previous service."""
 
+    def lost(self, handle: dict) -> bool:
+        """Does the cluster no longer know this worker (it was restarted too)? Asked after a restart, of executors
+        whose workers outlive the service; the job then resumes from its last checkpoint, as a local one does."""
+
 
 class LocalExecutor:
     """Workers as child processes of the service, each in its own session and with its own log."""
@@ -91,6 +95,9 @@ class LocalExecutor:
 
     def alive(self, handle: dict) -> bool:
         return worker_alive(handle)
+
+    def lost(self, handle: dict) -> bool:
+        return not worker_alive(handle)  # (not asked: a local worker ends with the service that started it)
 
     def kill(self, handle: dict) -> None:
         if handle["pid"] in self._children or worker_alive(handle):

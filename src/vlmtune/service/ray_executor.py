@@ -12,7 +12,8 @@ The job folder is the contract between the service and a worker (progress.py), s
 be on storage every Ray node mounts at the same path: `--storage` names that folder (NFS, EFS, a
 ReadWriteMany volume under KubeRay). Training data and artifacts go through the job's S3 or shared locations
 as they do locally; nothing a job delivers stays on a node's own disk. Ray jobs outlive the service: a
-service that stops or dies leaves them running, and the next one watches them again.
+service that stops or dies leaves them running, and the next one watches them again; if the cluster was
+restarted too and no longer knows them (a new SLURM allocation), the jobs resume from their checkpoints.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class RayExecutor:
         try:
             info = self.client.get_job_info(submission)
         except (OSError, RuntimeError) as e:
-            if "status code 404" in str(e):
+            if _unknown(e):
                 return WorkerExit(None, f"is gone from the Ray cluster, which no longer knows Ray job {submission} "
                                         "(was the cluster restarted?)")
             self._say_once(handle, "unreachable", f"the Ray cluster at {self.address} does not answer ({e}); asking again")
@@ -146,7 +147,16 @@ class RayExecutor:
         try:
             return not self.client.get_job_status(handle["submission"]).is_terminal()
         except (OSError, RuntimeError) as e:
-            return "status code 404" not in str(e)  # unreachable: it may well still run
+            return not _unknown(e)  # unreachable: it may well still run
+
+    def lost(self, handle: dict) -> bool:
+        """The cluster does not know the Ray job: it was restarted without its state (a new SLURM allocation, a
+        KubeRay head without GCS fault tolerance). Unreachable is not lost: poll keeps asking."""
+        try:
+            self.client.get_job_status(handle["submission"])
+        except (OSError, RuntimeError) as e:
+            return _unknown(e)
+        return False
 
     # ---- helpers -----------------------------------------------------------------------------
     def _follow(self, handle: dict) -> None:
@@ -158,6 +168,11 @@ class RayExecutor:
         if (handle["submission"], what) not in self._said:
             self._said.add((handle["submission"], what))
             note(Path(handle["folder"]), line)
+
+
+def _unknown(e: Exception) -> bool:
+    """The Jobs API's answer for a job it does not know (the client raises it as a RuntimeError)."""
+    return "status code 404" in str(e)
 
 
 def entrypoint_resources(placement: Placement) -> dict:

@@ -164,10 +164,14 @@ class Runner:
         """Close runs whose worker died with the previous service; their jobs resume or fail."""
         for run in self.open_runs():
             handle, folder = loads(run["handle"]), Path(run["folder"])
-            if self.executor.outlives_service:  # running or not, the executor knows how it went: poll says
+            if self.executor.outlives_service and not self.executor.lost(handle):  # running or not, poll says how it went
                 note(folder, f"the service restarted; watching the job's worker again ({self.executor.name} executor)")
                 continue
-            _wait_gone(handle, self.executor)
+            if self.executor.outlives_service:
+                note(folder, f"the service restarted, and the cluster of the {self.executor.name} executor no longer knows "
+                             "the job's worker (it was restarted too)")
+            else:
+                _wait_gone(handle, self.executor)
             self._close(run, WorkerExit(None, "was gone after the service restarted"))
             kind, row = KINDS[run["kind"]], self._job(run)
             progress = read_json(folder / PROGRESS)
