@@ -1,4 +1,4 @@
-"""The KubeRay deployment under deploy/kuberay: its documents parse and agree with the service's config.
+"""The deployments under deploy/: KubeRay's documents parse and agree with the service's config; SLURM's script parses.
 
 No Kubernetes cluster is reachable where the tests run, so this checks what can go wrong on paper: the
 service config loads, its job folders are on the volume every Ray node and the service mount, that volume
@@ -6,9 +6,13 @@ can be mounted by many nodes at once, and the service points at KubeRay's Servic
 """
 
 import re
+import shlex
+import subprocess
 import tomllib
 from pathlib import Path
 
+import click
+import pytest
 import yaml
 
 from vlmtune.cli import main
@@ -74,3 +78,46 @@ def test_every_pod_can_write_its_volumes_as_the_images_user():
     for pod in (cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"]),
                 docs["Deployment/vlmtune-service"]["spec"]["template"]):
         assert pod["spec"]["securityContext"]["fsGroup"] == 100, pod["spec"]["containers"][0]["name"]
+
+
+# ---------------------------------------------------------------------------------------- SLURM
+SBATCH = KUBERAY.parent / "slurm" / "vlmtune-ray.sbatch"
+
+
+def _sbatch_commands(program: str) -> list[list[str]]:
+    """The script's command lines that run `program`, continuation lines joined, its variables given sample values."""
+    text = re.sub(r"\\\n\s*", " ", SBATCH.read_text())
+    found = []
+    for line in text.splitlines():
+        # A command starts a line (after `srun ... -w NODE`, `until` or `exec`); a later `ray` is an option's value.
+        start = re.match(rf"\s*(?:srun .*?-w \S+\s+|until |exec )?({program} .*)", line)
+        if start:
+            command = start[1].split(";")[0].removesuffix("&")
+            words = shlex.split(re.sub(r"\$\{[^}]*\}|\$\w+", "1", command))[1:]
+            found.append([w for w in words if not re.match(r"\d*>", w)])  # redirections are the shell's
+    return found
+
+
+def _parse(group: click.Group, args: list[str]) -> None:
+    """Parse a command line down the group's subcommands as click would run it; raises on what they lack."""
+    ctx = group.make_context(group.name, list(args))
+    command, rest = group, ctx.protected_args + ctx.args
+    while isinstance(command, click.Group) and rest:
+        name, command, rest = command.resolve_command(ctx, rest)
+        ctx = command.make_context(name, rest, parent=ctx)
+        rest = ctx.protected_args + ctx.args if isinstance(command, click.Group) else []
+
+
+def test_the_slurm_script_is_bash_and_its_service_line_parses():
+    subprocess.run(["bash", "-n", str(SBATCH)], check=True)
+    (service,) = _sbatch_commands("vlmtune")
+    assert service[0] == "service" and "--executor" in service and service[service.index("--executor") + 1] == "ray"
+    _parse(main, service)
+
+
+def test_the_slurm_scripts_ray_lines_parse_with_rays_cli():
+    scripts = pytest.importorskip("ray.scripts.scripts")
+    commands = _sbatch_commands("ray")
+    assert [c[:2] for c in commands] == [["start", "--head"], ["job", "list"], ["start", "--address=1:1"]]
+    for args in commands:
+        _parse(scripts.cli, args)
