@@ -22,13 +22,14 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/vlmtune quickstart --out quickstart_out
 
-# Two passes: the default suite, then the Ray executor against a small Ray head on 127.0.0.1 (8 tests, ~6 min on 2 cores).
+# Both tiers: the fast one first (it fails early), then the slow one (kill -9, DDP, the service's jobs, and the
+# Ray executor against a Ray head of its own on 127.0.0.1: 8 tests, ~6 min on 2 cores; hence the ray extra).
 test: install $(VENV)/.installed-ray
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest -m ray
+	$(BIN)/python -m pytest -m slow
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 clean:
 	rm -rf $(VENV) quickstart_out

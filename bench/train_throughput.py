@@ -37,8 +37,8 @@ def _tiny(batch: int):
 
     from vlmtune.data.record import qa_record
     from vlmtune.data.synth import generate_chart_qa
-    from vlmtune.models.tiny import build_tiny
     from vlmtune.models.encode import collate, encode_record
+    from vlmtune.models.tiny import build_tiny
 
     model, processor = build_tiny()
     examples = generate_chart_qa(batch, seed=1)

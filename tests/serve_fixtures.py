@@ -15,6 +15,7 @@ import io
 import os
 import struct
 import tempfile
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +56,9 @@ def shared_server() -> Served:
     from vlmtune.models.loading import attach_adapters
     from vlmtune.models.tiny import build_tiny
     from vlmtune.serving import ServeConfig
-    from vlmtune.serving.app import BackgroundServer, create_app
+    from vlmtune.serving.app import create_app
     from vlmtune.serving.engine import Engine
+    from vlmtune.serving.server import BackgroundServer
 
     root = Path(tempfile.mkdtemp(prefix="vlmtune-serve-"))
     (root / "images").mkdir()
@@ -71,6 +73,24 @@ def shared_server() -> Served:
     server = BackgroundServer(app).__enter__()
     atexit.register(server.__exit__)
     return Served(server.url, app, root / "images")
+
+
+def slow_engine(seconds: float, **kwargs):
+    """An engine with no model whose every batch takes `seconds`: for timeouts and queue limits."""
+    from types import SimpleNamespace
+
+    from vlmtune.models.generate import Generation
+    from vlmtune.serving.engine import Engine
+
+    class SlowEngine(Engine):
+        def encode(self, job):
+            pass  # no model, no prompt to encode
+
+        def _generate(self, batch):
+            time.sleep(seconds)
+            return [Generation("ok", 1, 1) for _ in batch]
+
+    return SlowEngine(None, SimpleNamespace(image_token="<image>"), "slow", **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,7 @@
 """Constrained decoding: a random-init model's outputs become schema-valid, and generation stops there."""
 
+import json
+
 import pytest
 import torch
 from transformers import LogitsProcessorList
@@ -11,6 +13,7 @@ from vlmtune.models.constrained import (
     bound_integers,
     compile_schema,
     json_schema_logits_processor,
+    load_schema,
     schema_valid,
     validates,
 )
@@ -131,3 +134,53 @@ def test_a_token_outside_the_grammar_is_an_error_not_a_silent_end(tiny):
     close = tok.convert_tokens_to_ids("}") if "}" in tok.get_vocab() else tok.encode("}", add_special_tokens=False)[0]
     with pytest.raises(RuntimeError, match="outside the grammar"):
         proc(torch.cat([ids, torch.tensor([[close]])], dim=1), torch.zeros((1, vocab)))
+
+
+# ------------------------------------------------------------ schemas are checked when they are loaded
+BAD_SCHEMAS = {
+    "bad type": ({"type": 12}, "not a valid schema (JSON Schema draft 2020-12) at type"),
+    "bad pattern": ({"type": "string", "pattern": "("}, "at pattern: '(' is not a 'regex'"),
+    "bad patternProperties key": ({"type": "object", "patternProperties": {"[": {}}}, "at patternProperties"),
+    "unresolvable $ref": ({"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}, "$ref '#/$defs/missing'"),
+    "remote $ref": ({"$ref": "https://example.com/schema.json"}, "remote schemas are not fetched"),
+    "ref under a nested $id": ({"$id": "https://example.com/root.json",
+                                "$defs": {"b": {"$id": "b.json", "properties": {"y": {"$ref": "#/$defs/c"}}}}}, "$ref '#/$defs/c'"),
+    "not an object": (["type"], "expected an object, found list"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_SCHEMAS)
+def test_a_schema_scoring_would_crash_on_is_refused_when_loaded(tmp_path, name):
+    schema, says = BAD_SCHEMAS[name]
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(schema))
+    with pytest.raises(VlmtuneError) as e:
+        load_schema(path)
+    assert str(e.value).startswith(f"--schema {path}: ") and says in str(e.value)
+
+
+GOOD_REFS = [
+    {"$defs": {"a": {"type": "string"}}, "type": "object", "properties": {"x": {"$ref": "#/$defs/a"}}},
+    {"$id": "https://example.com/root.json", "$defs": {"b": {"$id": "b.json", "type": "integer"}}, "properties": {"x": {"$ref": "b.json"}}},
+    {"$id": "https://example.com/root.json", "$defs": {"b": {"$id": "sub/b.json", "$defs": {"c": {"type": "integer"}},
+                                                             "properties": {"y": {"$ref": "#/$defs/c"}}}}},
+    {"$defs": {"a": {"$anchor": "name", "type": "string"}}, "properties": {"x": {"$ref": "#name"}}},
+    {"$dynamicAnchor": "node", "properties": {"child": {"$dynamicRef": "#node"}}},
+    {"$ref": "https://json-schema.org/draft/2020-12/schema"},  # the metaschema ships with jsonschema
+    {"enum": [{"$ref": "#/nowhere"}]},  # data, not a schema
+]
+
+
+@pytest.mark.parametrize("schema", GOOD_REFS)
+def test_schemas_whose_refs_resolve_load_and_validate(tmp_path, schema):
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(schema))
+    assert load_schema(path) == schema
+    schema_valid('{"x": "a"}', schema)  # resolving every $ref raises nothing
+
+
+def test_a_schema_file_that_is_not_utf8_is_a_user_error(tmp_path):
+    path = tmp_path / "schema.json"
+    path.write_bytes(b'{"type": "\xff"}')
+    with pytest.raises(VlmtuneError, match="UTF-8"):
+        load_schema(path)

@@ -159,3 +159,16 @@ def test_prefill_and_stop_options_prime_every_answer(tmp_path, chart_test):
     assert prompt["rendered_example"].endswith("ASSISTANT:```json")
     changed = run("eval", "--data", chart_test, "--task", "chartqa", "--out", out, "--max-new-tokens", 4, "--limit", 2)
     assert changed.exit_code != 0 and "prompt" in changed.output  # a run without the prefill must not resume it
+
+
+@pytest.mark.parametrize("constrained", [[], ["--constrained"]], ids=["scored", "constrained"])
+@pytest.mark.parametrize("schema", [{"type": 12}, {"type": "string", "pattern": "("}, {"$ref": "#/$defs/missing"}],
+                         ids=["bad-type", "bad-pattern", "unresolvable-ref"])
+def test_an_invalid_schema_is_refused_before_any_answer(tmp_path, chart_test, schema, constrained):
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(schema))
+    out = tmp_path / "out"
+    result = run("eval", "--data", chart_test, "--task", "extraction", "--schema", path, "--out", out, "--max-new-tokens", 2, *constrained)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert f"--schema {path}: " in " ".join(result.output.split())
+    assert not out.exists()

@@ -6,16 +6,14 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 import httpx
 import openai
 
-from serve_fixtures import API_KEY, served  # noqa: F401 - served is a fixture
-from vlmtune.models.generate import Generation
+from serve_fixtures import API_KEY, served, slow_engine  # noqa: F401 - served is a fixture
 from vlmtune.serving import ServeConfig
-from vlmtune.serving.app import BackgroundServer, create_app
-from vlmtune.serving.engine import Engine
+from vlmtune.serving.app import create_app
+from vlmtune.serving.server import BackgroundServer
 
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 
@@ -72,22 +70,10 @@ def test_metrics_report_requests_tokens_and_latency(served):  # noqa: F811
     assert 'vlmtune_request_seconds_bucket{le="+Inf",route="/v1/chat/completions"}' in text
 
 
-class SlowEngine(Engine):
-    """An engine with no model whose every batch takes `seconds`: for timeouts and queue limits."""
-
-    def __init__(self, seconds: float, **kwargs):
-        super().__init__(None, SimpleNamespace(image_token="<image>"), "slow", **kwargs)
-        self.seconds = seconds
-
-    def _generate(self, batch):
-        time.sleep(self.seconds)
-        return [Generation("ok", 1, 1) for _ in batch]
-
-
 def test_timeout_and_full_queue_are_4xx_and_the_server_recovers():
     cfg = ServeConfig(model="slow", request_timeout=0.3)
     body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
-    with BackgroundServer(create_app(cfg, SlowEngine(1.0, max_queue=1, batch_wait_s=0))) as server:
+    with BackgroundServer(create_app(cfg, slow_engine(1.0, max_queue=1, batch_wait_s=0))) as server:
         with ThreadPoolExecutor(3) as pool:
             results = list(pool.map(lambda _: httpx.post(server.url + "/v1/chat/completions", json=body, timeout=10), range(3)))
         codes = sorted(r.status_code for r in results)

@@ -42,6 +42,27 @@ def cv_image(raw: bytes, fmt: str = "png") -> dict:
     return {"image": {"format": fmt, "source": {"bytes": base64.b64encode(raw).decode()}}}
 
 
+def nested(depth: int) -> bytes:
+    """A JSON schema nested `depth` objects deep, as bytes (json.dumps itself stops near 1,000 levels)."""
+    return b'{"type": "object", "properties": {"a": ' * depth + b"{}" + b"}}" * depth
+
+
+def schema_format(schema: bytes) -> bytes:
+    return b'{"type": "json_schema", "json_schema": {"name": "x", "schema": ' + schema + b"}}"
+
+
+def raw_chat(**fields: bytes) -> bytes:
+    """A chat body with some fields given as raw JSON text."""
+    extra = b"".join(b', "' + k.encode() + b'": ' + v for k, v in fields.items())
+    return b'{"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]' + extra + b"}"
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+SURROGATE = b'"\\ud800"'
+TALK = [{"role": r, "content": "hi"} for r in ["user", "assistant"] * 512] + [{"role": "user", "content": "hi"}]  # 1,025
+PLAIN, FORM = {**AUTH, "content-type": "text/plain"}, {**AUTH, "content-type": "application/x-www-form-urlencoded"}
+
+
 # (name, path, body: dict | bytes, headers, expected status, words the message must contain)
 OPENAI_CASES = [
     ("bad JSON", "/v1/chat/completions", b'{"model": "tiny", "messages": [', AUTH, 400, "not valid JSON"),
@@ -83,6 +104,34 @@ OPENAI_CASES = [
     ("bomb under Pillow's limit", "/v1/chat/completions", chat(image(data_uri(png_header_only(5000, 5000)))), AUTH, 413, "pixels"),
     ("too many images", "/v1/chat/completions", chat(*[image(data_uri(png_bytes()))] * 5), AUTH, 400, "too many images"),
     ("unknown route", "/v1/embeddings", {"input": "x"}, AUTH, 404, "no route"),
+    # 9.5, 10.9: bodies that used to be 500s
+    ("JSON 100,000 levels deep", "/v1/chat/completions", b'{"model": "tiny", "messages": ' + DEEP + b"}", AUTH, 400, "nested"),
+    ("lone surrogate", "/v1/chat/completions", raw_chat(user=SURROGATE), AUTH, 400, "surrogate"),
+    ("lone surrogate in content", "/v1/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": "a\\udc00"}]}', AUTH, 400, "messages.0.content"),
+    ("seed of 5,000 digits", "/v1/chat/completions", raw_chat(seed=b"9" * 5000), AUTH, 400, "digits"),
+    ("schema 2,000 deep", "/v1/chat/completions", raw_chat(response_format=schema_format(nested(2000))), AUTH, 400, "nested"),
+    ("schema 100 deep", "/v1/chat/completions", raw_chat(response_format=schema_format(nested(100))), AUTH, 400, "nested more than 64"),
+    # 10.5: only JSON, only from the names the server is known by
+    ("text/plain body", "/v1/chat/completions", chat(), PLAIN, 415, "Content-Type"),
+    ("form body", "/v1/chat/completions", chat(), FORM, 415, "application/json"),
+    ("foreign Host", "/v1/chat/completions", chat(), {**AUTH, "host": "evil.example"}, 400, "--allowed-hosts evil.example"),
+    # 10.6: limits per request
+    ("over max_messages", "/v1/chat/completions", {"model": "tiny", "messages": TALK}, AUTH, 400, "max_messages"),
+    ("over max_prompt_tokens", "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "red " * 3000}]}, AUTH, 400, "max_prompt_tokens"),
+    # 9.11: what vlmtune does not implement is refused by name
+    ("tools", "/v1/chat/completions", chat(tools=[{"type": "function", "function": {"name": "f"}}]), AUTH, 400, "tools: tool calling"),
+    ("tool_choice", "/v1/chat/completions", chat(tool_choice="auto"), AUTH, 400, "tool_choice"),
+    ("logprobs", "/v1/chat/completions", chat(logprobs=True), AUTH, 400, "logprobs: log probabilities"),
+    ("top_logprobs", "/v1/chat/completions", chat(top_logprobs=3), AUTH, 400, "top_logprobs"),
+    ("frequency_penalty", "/v1/chat/completions", chat(frequency_penalty=0.5), AUTH, 400, "frequency_penalty"),
+    ("logit_bias", "/v1/chat/completions", chat(logit_bias={"5": 10}), AUTH, 400, "logit_bias"),
+    ("audio output", "/v1/chat/completions", chat(modalities=["text", "audio"]), AUTH, 400, "modalities"),
+    ("unknown field", "/v1/chat/completions", chat(top_k=40), AUTH, 400, "top_k: not a field vlmtune implements"),
+    ("assistant tool_calls", "/v1/chat/completions", {"model": "tiny", "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]},
+        {"role": "user", "content": "ok"}]}, AUTH, 400, "messages.1.tool_calls"),
+    ("tool message", "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "tool", "content": "x"}]}, AUTH, 400, "role"),
+    ("low image detail", "/v1/chat/completions", chat({"type": "image_url", "image_url": {"url": "ok.png", "detail": "low"}}), AUTH, 400, "detail"),
 ]
 
 CONVERSE_CASES = [
@@ -101,7 +150,20 @@ CONVERSE_CASES = [
     ("unknown model", "/model/nope/converse", converse(), AUTH, 404, "not found"),
     ("no key", "/model/tiny/converse", converse(), {}, 401, "missing API key"),
     ("wrong SigV4 key", "/model/tiny/converse", converse(), {"authorization": "AWS4-HMAC-SHA256 Credential=AKIDWRONG/20250101/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=00"}, 401, "invalid API key"),
-    ("converse-stream", "/model/tiny/converse-stream", converse(), AUTH, 400, "not supported"),
+    ("JSON 100,000 levels deep", "/model/tiny/converse", b'{"messages": ' + DEEP + b"}", AUTH, 400, "nested"),
+    ("lone surrogate", "/model/tiny/converse", b'{"messages": [{"role": "user", "content": [{"text": ' + SURROGATE + b"}]}]}", AUTH, 400, "surrogate"),
+    ("text/plain body", "/model/tiny/converse", converse(), PLAIN, 415, "Content-Type"),
+    ("foreign Host", "/model/tiny/converse-stream", converse(), {**AUTH, "host": "rebound.example:8000"}, 400, "allowed-hosts"),
+    ("over max_messages", "/model/tiny/converse", {"messages": [{"role": m["role"], "content": [{"text": "hi"}]} for m in TALK]}, AUTH, 400, "max_messages"),
+    ("toolConfig", "/model/tiny/converse", {**converse(), "toolConfig": {"tools": []}}, AUTH, 400, "toolConfig: tool use"),
+    ("guardrailConfig", "/model/tiny/converse-stream", {**converse(), "guardrailConfig": {"guardrailIdentifier": "g"}}, AUTH, 400, "guardrailConfig"),
+    ("additionalModelRequestFields", "/model/tiny/converse", {**converse(), "additionalModelRequestFields": {"top_k": 5}}, AUTH, 400, "additionalModelRequestFields"),
+    ("promptVariables", "/model/tiny/converse", {**converse(), "promptVariables": {"x": {"text": "y"}}}, AUTH, 400, "promptVariables"),
+    ("optimized latency", "/model/tiny/converse", {**converse(), "performanceConfig": {"latency": "optimized"}}, AUTH, 400, "performanceConfig"),
+    ("unknown field", "/model/tiny/converse", {**converse(), "topK": 5}, AUTH, 400, "topK: not a field"),
+    ("unknown inference field", "/model/tiny/converse", {**converse(), "inferenceConfig": {"topK": 5}}, AUTH, 400, "inferenceConfig.topK"),
+    ("output schema not JSON", "/model/tiny/converse", {**converse(), "outputConfig": {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": {"schema": "{nope"}}}}}, AUTH, 400, "outputConfig.textFormat"),
+    ("output schema 2,000 deep", "/model/tiny/converse", {**converse(), "outputConfig": {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": {"schema": nested(2000).decode()}}}}}, AUTH, 400, "outputConfig"),
 ]
 
 
@@ -135,7 +197,8 @@ def test_converse_route_refuses_with_service_error(http, name, path, body, heade
     r = send(http, path, body, headers)
     assert r.status_code == status, r.text
     assert words in r.json()["message"]
-    expected = {400: "ValidationException", 401: "AccessDeniedException", 404: "ResourceNotFoundException", 413: "ValidationException"}
+    expected = {400: "ValidationException", 401: "AccessDeniedException", 404: "ResourceNotFoundException", 413: "ValidationException",
+                415: "ValidationException"}
     assert r.headers["x-amzn-ErrorType"] == expected[status]
 
 
@@ -157,3 +220,49 @@ def test_server_still_answers_after_the_battery(http):
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
     metrics = http.get("/metrics", headers=AUTH).text
     assert 'vlmtune_errors_total{route="/v1/chat/completions",type="400"}' in metrics
+
+
+# Optional fields as clients send them when the user asked for nothing: null, or the API's default.
+ASKING_NOTHING_OPENAI = dict(tools=[], tool_choice="none", functions=None, logprobs=False, top_logprobs=0, n=1,
+                             frequency_penalty=0, presence_penalty=0.0, logit_bias={}, user="u-1", metadata={"k": "v"},
+                             store=False, parallel_tool_calls=True, service_tier="auto", modalities=["text"], audio=None,
+                             prediction=None, reasoning_effort=None, web_search_options=None, seed=None, stop=None,
+                             stream_options=None, safety_identifier="s", unknown_but_null=None)
+ASKING_NOTHING_CONVERSE = dict(toolConfig=None, guardrailConfig=None, additionalModelRequestFields={}, promptVariables={},
+                               additionalModelResponseFieldPaths=[], requestMetadata={"team": "a"},
+                               performanceConfig={"latency": "standard"}, serviceTier={"type": "default"})
+
+
+def test_fields_that_ask_for_nothing_are_accepted(http):
+    r = send(http, "/v1/chat/completions", {**chat(), **ASKING_NOTHING_OPENAI,
+                                            "messages": [{"role": "user", "content": "hi", "name": "ann"}]}, AUTH)
+    assert r.status_code == 200, r.text
+    r = send(http, "/model/tiny/converse", {**converse(), **ASKING_NOTHING_CONVERSE}, AUTH)
+    assert r.status_code == 200, r.text
+
+
+def test_json_bodies_with_a_charset_or_a_json_suffix_are_accepted(http):
+    for kind in ("application/json; charset=utf-8", "application/vnd.api+json"):
+        r = http.post("/v1/chat/completions", content=json.dumps(chat()), headers={**AUTH, "content-type": kind})
+        assert r.status_code == 200, (kind, r.text)
+
+
+def test_metrics_label_errors_by_route_template_not_by_path(http):
+    """20,000 made-up paths must not make 20,000 series: the count of series stays flat (here with 60)."""
+    def series() -> set[str]:
+        text = http.get("/metrics", headers=AUTH).text
+        return {line.rsplit(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+    for i in range(2):  # every label combination the loop below can make, once
+        send(http, f"/model/warm-{i}/converse", converse(), {})
+        send(http, f"/model/warm-{i}/converse", converse(), AUTH)
+        send(http, f"/v1/nothing-{i}", {}, AUTH)
+    before = series()
+    for i in range(60):
+        send(http, f"/model/made-up-{i}/converse", converse(), {})  # 401: no key
+        send(http, f"/model/made-up-{i}/converse", converse(), AUTH)  # 404: no such model
+        send(http, f"/v1/nothing-{i}", {}, AUTH)
+    after = series()
+    assert not any("made-up" in s or "nothing-" in s for s in after)
+    assert after == before, after - before
+    assert any('route="/model/{model_id:path}/converse",type="401"' in s for s in after)

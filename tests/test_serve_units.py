@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -165,3 +167,92 @@ def test_generation_stops_at_the_request_deadline(tiny):
     gen = generate_batch(model, processor, [record], [[Image.new("RGB", (64, 64))]], sampling=sampling, deadline=started + 0.3)[0]
     assert gen.finish_reason == "max_tokens" and gen.output_tokens < 400
     assert time.monotonic() - started < 3.0
+
+
+def test_batch_waits_its_window_for_requests_that_arrive_inside_it():
+    """Before: the wait ended at the first new request, so three requests 50 ms apart made two batches."""
+    engine = RecordingEngine(max_batch=8, batch_wait_s=2.0)
+    engine.start()
+    try:
+        futures = []
+        for name in "abc":
+            futures.append(engine.submit(job(name)))
+            time.sleep(0.05)
+        assert [f.result(timeout=10).text for f in futures] == list("abc")
+    finally:
+        engine.stop()
+    assert engine.batches == [["a", "b", "c"]]
+
+
+def test_a_full_batch_does_not_wait_out_the_window():
+    engine = RecordingEngine(max_batch=2, batch_wait_s=60.0)
+    engine.start()
+    try:
+        started = time.monotonic()
+        futures = [engine.submit(job(name)) for name in "ab"]
+        assert [f.result(timeout=20).text for f in futures] == ["a", "b"]
+        assert time.monotonic() - started < 20  # far less than the 60 s window
+    finally:
+        engine.stop()
+
+
+def test_request_pixels_are_capped_before_the_image_over_the_cap_is_decoded(monkeypatch):
+    from vlmtune.serving.openai_api import ChatMessage, to_record
+
+    decoded = set()  # the images whose pixels were decoded (load runs more than once per image)
+    load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.add(id(self)) or load(self))
+    limits = ImageLimits(max_request_pixels=2 * 16 * 16 + 10)
+    uri = "data:image/png;base64," + base64.b64encode(png()).decode()
+    parts = [{"type": "image_url", "image_url": {"url": uri}}] * 3 + [{"type": "text", "text": "Describe."}]
+    with pytest.raises(BadRequest, match=r"content\.2.*more than 522 pixels in all \(max_request_pixels\)") as e:
+        to_record([ChatMessage.model_validate({"role": "user", "content": parts})], limits)
+    assert e.value.status == 413 and len(decoded) == 2
+    record, images = to_record([ChatMessage.model_validate({"role": "user", "content": parts[1:]})], limits)
+    assert len(images) == 2
+
+
+def test_engine_encode_refuses_long_prompts_and_stops_at_the_deadline(tiny):
+    model, processor = tiny
+    engine = Engine(model, processor, "tiny", max_prompt_tokens=10)
+    long = Job(Record((Message("user", (TextPart("red green blue " * 10),)),)), [], "tiny", Sampling(4))
+    with pytest.raises(BadRequest, match=r"prompt is \d+ tokens; the limit is 10 \(max_prompt_tokens\)"):
+        engine.encode(long)
+    late = Job(Record((Message("user", (TextPart("hi"),)),)), [], "tiny", Sampling(4), deadline=time.monotonic() - 1)
+    with pytest.raises(BadRequest, match="timed out") as e:
+        Engine(model, processor, "tiny").encode(late)
+    assert e.value.status == 408
+    # Never more than the model's own context, whatever the configured limit.
+    assert Engine(model, processor, "tiny", max_prompt_tokens=10**9).max_prompt_tokens == model.config.text_config.max_position_embeddings
+
+
+def test_allowed_hosts_are_the_bind_address_localhost_and_what_the_user_adds():
+    import socket
+
+    from vlmtune.serving.guard import AllowedHosts
+
+    local = AllowedHosts("127.0.0.1", ["my.box"])
+    for host in ("127.0.0.1:8000", "localhost", "LOCALHOST.:80", "[::1]:8000", "::1", "my.box:9", None):
+        assert local.accepts(host), host
+    for host in ("evil.example", "127.0.0.1.nip.io", "192.168.1.5", "localhost.evil.example:8000"):
+        assert not local.accepts(host), host
+    assert AllowedHosts("127.0.0.1", ["*"]).accepts("anything.example")
+    everywhere = AllowedHosts("0.0.0.0", [])
+    for host in ("192.168.1.5:8000", "[fe80::1]:80", socket.gethostname(), "localhost"):
+        assert everywhere.accepts(host), host
+    assert not everywhere.accepts("rebind.evil.example")
+
+
+def test_event_stream_frames_parse_with_botocore():
+    from botocore.eventstream import EventStreamBuffer
+
+    from vlmtune.serving import eventstream
+
+    buf = EventStreamBuffer()
+    buf.add_data(eventstream.event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "héllo"}})
+                 + eventstream.exception("validationException", "bad"))
+    first, second = list(buf)
+    assert first.headers == {":event-type": "contentBlockDelta", ":content-type": "application/json", ":message-type": "event"}
+    assert json.loads(first.payload) == {"contentBlockIndex": 0, "delta": {"text": "héllo"}}
+    assert second.headers[":message-type"] == "exception" and second.headers[":exception-type"] == "validationException"
+    assert second.to_response_dict()["status_code"] == 400

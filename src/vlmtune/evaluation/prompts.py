@@ -19,6 +19,13 @@ from vlmtune.data.record import Message, Record, TextPart, to_chat_messages
 from vlmtune.errors import VlmtuneError
 
 QUESTION = "{question}"
+# The image placeholder LLaVA, Idefics3/SmolVLM, PaliGemma and the LLaMA-Factory/ShareGPT formats write.
+# A prompt that says it would ask for an image no record supplies; the images come from the records.
+IMAGE_PLACEHOLDER = "<image>"
+# A prompt file is a handful of strings; past this many values once YAML aliases are expanded it is an
+# alias bomb ("billion laughs"), which would take minutes and gigabytes to print or fingerprint.
+MAX_PROMPT_VALUES = 10_000
+FIELDS = ("system", "user", "stop", "prefill")
 
 
 @dataclass(frozen=True)
@@ -39,26 +46,71 @@ def read_prompt_file(path: Path) -> Prompt:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise VlmtuneError(f"--prompt {path}: file not found") from None
+    except UnicodeDecodeError:
+        raise VlmtuneError(f"--prompt {path}: expected UTF-8 text, found other bytes") from None
     if Path(path).suffix.lower() not in (".yaml", ".yml", ".json"):
-        return Prompt(system=text.strip(), source=str(path))
+        prompt = Prompt(system=text.strip(), source=str(path))
+    else:
+        prompt = _prompt_from_mapping(_load_yaml(text, path), path)
+    check_placeholders(prompt, IMAGE_PLACEHOLDER, f"--prompt {path}")
+    return prompt
+
+
+def _load_yaml(text: str, path: Path):
     try:
         data = yaml.safe_load(text) or {}  # YAML is a superset of JSON
     except yaml.YAMLError as e:
         raise VlmtuneError(f"--prompt {path}: expected YAML or JSON, found a syntax error: {e}") from None
-    if not isinstance(data, dict) or set(data) - {"system", "user", "stop", "prefill"}:
-        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+    except RecursionError:
+        raise VlmtuneError(f"--prompt {path}: expected a mapping of a few strings, found values nested too deeply") from None
+    _check_expanded_size(data, path)
+    return data
+
+
+def _check_expanded_size(data, path: Path) -> None:
+    """Count values as printing would visit them (an alias once per use), stopping at the budget."""
+    pending, seen = [data], 0
+    while pending:
+        value = pending.pop()
+        seen += 1
+        if seen > MAX_PROMPT_VALUES:
+            raise VlmtuneError(f"--prompt {path}: expected a mapping of a few strings, found more than {MAX_PROMPT_VALUES:,} "
+                               f"values once its YAML aliases are expanded (an alias bomb?)")
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+
+
+def _prompt_from_mapping(data, path: Path) -> Prompt:
+    if not isinstance(data, dict) or set(data) - set(FIELDS):
+        found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise VlmtuneError(f"--prompt {path}: expected a mapping with keys system, user, stop, prefill; found {found}")
     user = data.get("user", QUESTION)
     if not isinstance(user, str) or QUESTION not in user:
-        raise VlmtuneError(f"--prompt {path}: field 'user': expected a template containing {QUESTION}, found {user!r}")
+        raise VlmtuneError(f"--prompt {path}: field 'user': expected a template containing {QUESTION}, found {user!r:.80}")
     stop = data.get("stop", [])
     stop = [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
-        raise VlmtuneError(f"--prompt {path}: field 'stop': expected a list of non-empty strings, found {stop!r}")
+        raise VlmtuneError(f"--prompt {path}: field 'stop': expected a list of non-empty strings, found {stop!r:.80}")
     prefill = data.get("prefill") or ""
     if not isinstance(prefill, str):
-        raise VlmtuneError(f"--prompt {path}: field 'prefill': expected a string, found {prefill!r}")
-    return Prompt(system=str(data.get("system") or ""), user=user, stop=tuple(stop), source=str(path), prefill=prefill)
+        raise VlmtuneError(f"--prompt {path}: field 'prefill': expected a string, found {prefill!r:.80}")
+    system = data.get("system") or ""
+    if not isinstance(system, str):
+        raise VlmtuneError(f"--prompt {path}: field 'system': expected a string, found {system!r:.80}")
+    return Prompt(system=system, user=user, stop=tuple(stop), source=str(path), prefill=prefill)
+
+
+def check_placeholders(prompt: Prompt, placeholder: str | None, where: str) -> None:
+    """Refuse a prompt whose own text holds the model's image placeholder (images come from the records)."""
+    if not placeholder:
+        return
+    for name, value in (("system", prompt.system), ("user", prompt.user), ("prefill", prompt.prefill), *(("stop", s) for s in prompt.stop)):
+        if placeholder in value:
+            raise VlmtuneError(f"{where}: field {name!r}: found a literal {placeholder!r}, the model's image placeholder; "
+                               f"expected text only (each record's images are placed by the chat template)")
 
 
 def choose_shots(train: list[Record], k: int, train_path: Path, test: list[Record], test_path: Path, seed: int) -> tuple[Record, ...]:

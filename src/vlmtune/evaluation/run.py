@@ -1,14 +1,14 @@
 """`vlmtune eval`: a model answers a test file; predictions.jsonl, metrics.json and a report come out.
 
-The loop is resumable: predictions.jsonl is rewritten whole after every batch, so a stopped run leaves
-every finished answer on disk and a rerun with the same settings asks only the records still missing.
+The loop is resumable: predictions.jsonl is rewritten whole (in record order) after every batch, so a stopped run
+leaves every finished answer on disk and a rerun with the same settings asks only the records still missing.
+Prompts are encoded ahead of generation and batched by length (evaluation/batching.py).
 `evaluate_records` is the same loop without files, for callers such as the training loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,16 +17,25 @@ import torch
 from transformers import LogitsProcessorList
 
 from vlmtune.data.checked import read_checked
-from vlmtune.data.images import load_record_images
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
 from vlmtune.evaluation.aggregate import row_checks, summarize
+from vlmtune.evaluation.batching import SORT_WINDOW, Batch, batches_ahead
 from vlmtune.evaluation.config import EvalConfig
-from vlmtune.evaluation.prompts import Prompt, apply_prompt, choose_shots, describe, prompt_fingerprint, read_prompt_file
+from vlmtune.evaluation.prompts import (
+    Prompt,
+    check_placeholders,
+    choose_shots,
+    describe,
+    prompt_fingerprint,
+    read_prompt_file,
+)
+from vlmtune.evaluation.resume import read_rows, read_settings
 from vlmtune.io import write_json, write_jsonl
 from vlmtune.metrics.tasks import Task, get_task
-from vlmtune.models.constrained import json_schema_logits_processor, load_schema
-from vlmtune.models.generate import Generation, Sampling, generate_batch
+from vlmtune.models.constrained import compile_schema, json_schema_logits_processor, load_schema
+from vlmtune.models.encode import image_placeholder
+from vlmtune.models.generate import Generation, Sampling, generate_encoded
 from vlmtune.models.loading import load_model
 from vlmtune.progress import progress_bar
 from vlmtune.reports.eval_report import write_eval_report
@@ -44,49 +53,56 @@ def evaluate_records(model, processor, records: list[Record], task: Task | str, 
     """
     task = get_task(task) if isinstance(task, str) else task
     sampling = sampling or Sampling(max_new_tokens=task.max_new_tokens)
-    rows: list[dict] = []
-    for batch_rows in predict(model, processor, records, task, images_root, sampling, prompt=prompt, schema=schema,
-                              constrained=constrained, batch_size=batch_size, description=description):
-        rows.extend(batch_rows)
+    rows: list[dict | None] = [None] * len(records)
+    for positions, batch_rows in predict(model, processor, records, task, images_root, sampling, prompt=prompt, schema=schema,
+                                         constrained=constrained, batch_size=batch_size, description=description):
+        for i, row in zip(positions, batch_rows):
+            rows[i] = row
     return rows, summarize(rows, records, task, schema)
 
 
 def predict(model, processor, records: list[Record], task: Task, images_root: Path, sampling: Sampling, *,
             prompt: Prompt | None = None, schema: dict | None = None, constrained: bool = False, batch_size: int = 8,
-            description: str = "evaluating", on_batch: Callable[[list[dict]], None] | None = None):
-    """Yield prediction rows batch by batch, in record order, with a progress bar."""
+            description: str = "evaluating", on_batch: Callable[[list[dict]], None] | None = None,
+            sort_window: int = SORT_WINDOW):
+    """Yield (positions in `records`, prediction rows) batch by batch, with a progress bar.
+
+    Prompts are encoded ahead in a worker process, and batches are sorted by prompt length within windows
+    of `sort_window` batches (1: record order), so rows come in that order, not the records'.
+    """
     if constrained and schema is None:
         raise VlmtuneError("--constrained: expected a JSON schema to constrain to (--schema FILE), found none")
+    if not records:
+        return
     prompt = prompt or Prompt()
     if prompt.prefill and not sampling.prefill:
         sampling = dataclasses.replace(sampling, prefill=prompt.prefill)
     was_training = model.training
     model.eval()
+    batches = batches_ahead(processor, records, images_root, prompt, sampling.prefill, batch_size, sort_window)
     try:
         with progress_bar(description, total=len(records)) as advance:
-            for start in range(0, len(records), batch_size):
-                batch = records[start : start + batch_size]
-                rows = _answer_batch(model, processor, batch, task, images_root, sampling, prompt, schema, constrained)
+            for batch in batches:
+                rows = _answer_batch(model, processor, batch, task, sampling, schema, constrained)
                 if on_batch is not None:
                     on_batch(rows)
-                advance(len(batch))
-                yield rows
+                advance(len(rows))
+                yield batch.positions, rows
     finally:
+        batches.close()
         model.train(was_training)
 
 
-def _answer_batch(model, processor, batch: list[Record], task: Task, root: Path, sampling: Sampling, prompt: Prompt,
-                  schema: dict | None, constrained: bool) -> list[dict]:
-    asked = [apply_prompt(r, prompt) for r in batch]
-    images = [load_record_images(r, root) for r in asked]
+def _answer_batch(model, processor, batch: Batch, task: Task, sampling: Sampling, schema: dict | None,
+                  constrained: bool) -> list[dict]:
     # A fresh processor per batch: its grammar matchers hold one generation's state.
     procs = LogitsProcessorList([json_schema_logits_processor(processor.tokenizer, schema)]) if constrained else None
     clock = time.perf_counter()
-    outputs = generate_batch(model, processor, asked, images, sampling=sampling, logits_processor=procs)
+    outputs = generate_encoded(model, processor, batch.inputs, sampling, logits_processor=procs)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    per_item = (time.perf_counter() - clock) / len(batch)
-    return [_row(rec, out, task, schema, per_item) for rec, out in zip(batch, outputs)]
+    per_item = (time.perf_counter() - clock) / len(batch.records)
+    return [_row(rec, out, task, schema, per_item) for rec, out in zip(batch.records, outputs)]
 
 
 def _row(record: Record, out: Generation, task: Task, schema: dict | None, seconds: float) -> dict:
@@ -116,7 +132,10 @@ def run_eval(cfg: EvalConfig) -> dict:
     schema = load_schema(cfg.schema_file) if cfg.schema_file else None
     if cfg.constrained and schema is None:
         raise VlmtuneError("--constrained: expected a JSON schema to constrain to (--schema FILE), found none")
+    if cfg.constrained:
+        compile_schema(schema)  # a schema the grammar engine cannot take is refused before the model loads
     model, processor = load_for_eval(cfg)
+    check_placeholders(prompt, image_placeholder(processor), f"--prompt {cfg.prompt}" if cfg.prompt else "--prefill/--stop")
     described = describe(prompt, records[0] if records else None, processor)
     out = Path(cfg.out)
     settings = _settings(cfg, described, schema)
@@ -196,9 +215,11 @@ def _resume(out: Path, settings: dict, ids: set[str]) -> dict[str, dict]:
     run_file, pred_file = out / "run.json", out / "predictions.jsonl"
     if not pred_file.is_file():
         return {}
-    before = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else {}
+    before = read_settings(run_file)
+    if before is None:  # damaged (warned): rewrite it now, so the next resume can check again
+        write_json(run_file, settings)
+        before = settings
     changed = sorted(k for k in settings if before.get(k) != settings[k])
     if changed:
         raise VlmtuneError(f"--out {out}: holds predictions made with other settings ({', '.join(changed)} differ); use another --out or remove {pred_file}")
-    rows = [json.loads(line) for line in pred_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {row["id"]: row for row in rows if row.get("id") in ids}
+    return read_rows(pred_file, ids)

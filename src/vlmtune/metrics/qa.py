@@ -133,19 +133,21 @@ def levenshtein(a: str, b: str) -> int:
 
 
 def _anls_normalize(text: str) -> str:
-    """Lowercase, strip and collapse internal whitespace, as the DocVQA script does."""
+    """``' '.join(answer.strip().lower().split())``, applied by the DocVQA script to both sides."""
     return " ".join(text.strip().lower().split())
 
 
 def anls(prediction: str, references: Sequence[str], threshold: float = 0.5) -> float:
     """Average Normalized Levenshtein Similarity for one question (DocVQA script).
 
-    The official script computes ``1 - min(NL)`` over the references and then
-    zeroes it when that *similarity* is ``< threshold`` (its THRESHOLD = 0.5),
-    so a normalized distance of exactly 0.5 keeps a score of 0.5. Two quirks
-    kept for parity: the distance uses normalized strings but the denominator
-    uses the *raw* lengths (``len(answer.upper())``), and two empty answers
-    score 1.0.
+    Matches ``evaluate_method`` of the DocVQA / InfographicVQA evaluation script distributed by the RRC
+    (rrc.cvc.uab.es/?ch=17, also docvqa.org): ``1 - min(NL)`` over the references, zeroed when that
+    *similarity* is ``< threshold`` (its default 0.5), so a normalized distance of exactly 0.5 keeps 0.5.
+    Whitespace, as there: the edit distance is taken between the normalized strings (runs of any
+    whitespace collapsed to one space, ends stripped, lower-cased) but the denominator is the *raw*
+    lengths, ``max(len(answer.upper()), len(det.upper()))``: "a    b" against "ab" is 1 - 1/6, not
+    1 - 1/3 as with normalized lengths (the pip ``anls`` package's choice). ``upper()`` can lengthen a
+    string ("ß" -> "SS"), which counts too; two empty answers score 1.0.
 
     Example:
         >>> anls("abcd", ["xyz", "ABCE"])
@@ -212,10 +214,12 @@ _VQA_NUMBERS = {
     "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
 }
 _VQA_ARTICLES = ("a", "an", "the")
+# Python 2 semantics (the official script is Python 2): a str pattern without re.UNICODE makes \d ASCII-only
+# there, so "\u0661,\u0662" (Arabic-Indic digits) is not a digit comma. re.ASCII gives the same in Python 3.
 # "(?!<=\d)" is upstream's typo for a lookbehind; as written it never blocks a
 # match, so every period not followed by a digit is removed. Kept verbatim.
-_VQA_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
-_VQA_COMMA_STRIP = re.compile(r"(\d)(\,)(\d)")
+_VQA_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)", re.ASCII)
+_VQA_COMMA_STRIP = re.compile(r"(\d)(\,)(\d)", re.ASCII)
 _VQA_PUNCT = (";", r"/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_",
               "-", ">", "<", "@", "`", ",", "?", "!")
 # Upstream calls periodStrip.sub("", text, re.UNICODE): the flag lands in the
@@ -243,15 +247,28 @@ def _vqa_digit_article(text: str) -> str:
     return " ".join(_VQA_CONTRACTIONS.get(word, word) for word in words)
 
 
+def _vqa_clean(text: str) -> str:
+    """Both sides of a comparison go through punctuation, then digits/articles/contractions."""
+    return _vqa_digit_article(_vqa_punctuation(text))
+
+
+def _vqa_whitespace(text: str) -> str:
+    """Newlines and tabs become spaces, then the ends are stripped (done to every answer, always)."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
 def vqa_accuracy(prediction: str, references: Sequence[str]) -> float:
     """VQA accuracy: leave-one-out ``min(1, #matches / 3)`` averaged over annotators.
 
-    Mirrors vqaEval.py exactly: the prediction is always cleaned (whitespace,
-    punctuation, digits, articles, contractions), but the annotator answers
-    are only punctuation-cleaned, and only when they disagree
-    (``len(set(gtAnswers)) > 1``). The official annotations are already
-    normalized, so this matters only for hand-made references. Leave-one-out
-    is positional: upstream compares answer dicts carrying unique ids.
+    Mirrors ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` ``VQAEval.evaluate`` in GT-Vision-Lab/VQA at
+    master (commit a013f00, "Fixed processing answers bug", 2021), the version the VQAv2 leaderboard's
+    evaluation uses. Every answer, the prediction and each annotator's, has newlines/tabs turned into
+    spaces and its ends stripped. Only when the annotators' answers then disagree
+    (``len(set(gtAnswers)) > 1``) are the prediction AND the answers normalized (punctuation, number
+    words, articles, contractions); when they agree, the prediction is compared as it is, so
+    ``"dont know"`` against unanimous ``"don't know"`` scores 0.0 and ``"Yes"`` against ``"yes"`` too.
+    (The official answers are already normalized, so this bites only models that answer in another form.)
+    Leave-one-out is positional: upstream compares answer dicts carrying unique ids.
 
     Example:
         >>> round(vqa_accuracy("two", ["2", "2"] + ["3"] * 8), 4)
@@ -259,11 +276,11 @@ def vqa_accuracy(prediction: str, references: Sequence[str]) -> float:
     """
     if not references:
         return 0.0
-    answer = prediction.replace("\n", " ").replace("\t", " ").strip()
-    answer = _vqa_digit_article(_vqa_punctuation(answer))
-    gts = list(references)
+    answer = _vqa_whitespace(prediction)
+    gts = [_vqa_whitespace(gt) for gt in references]
     if len(set(gts)) > 1:
-        gts = [_vqa_punctuation(gt) for gt in gts]
+        gts = [_vqa_clean(gt) for gt in gts]
+        answer = _vqa_clean(answer)
     accs = []
     for i in range(len(gts)):
         others = gts[:i] + gts[i + 1:]

@@ -22,6 +22,9 @@ import jsonschema
 import llguidance
 import llguidance.hf
 import torch
+from jsonschema_specifications import REGISTRY as METASCHEMAS
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 from transformers import LogitsProcessor
 
 from vlmtune.errors import VlmtuneError
@@ -53,17 +56,63 @@ def _ll_tokenizer(tokenizer) -> llguidance.LLTokenizer:
 
 def compile_schema(schema: dict) -> str:
     """The llguidance grammar of a JSON schema; an unusable schema is a user error."""
-    if not isinstance(schema, dict):
-        raise VlmtuneError(f"JSON schema: expected an object, found {type(schema).__name__}")
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as e:
-        raise VlmtuneError(f"JSON schema: not a valid schema at {'/'.join(map(str, e.path)) or 'root'}: {e.message}") from None
+    check_schema(schema)
     grammar = llguidance.LLMatcher.grammar_from_json_schema(bound_integers(schema), overrides=_LAYOUT)
     is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
     if is_error:
         raise VlmtuneError(f"JSON schema: cannot be used for constrained decoding: {messages[0]}")
     return grammar
+
+
+def check_schema(schema, where: str = "JSON schema") -> None:
+    """Refuse, before any answer is generated, a schema that scoring would crash on.
+
+    jsonschema checks a schema against its metaschema only when asked (and then also compiles every
+    `pattern` and `patternProperties` key, through the metaschema's "regex" format), and resolves `$ref`
+    only when validation reaches one: `{"type": 12}`, `{"pattern": "("}` and a `$ref` to nowhere all pass
+    `Draft202012Validator(schema)` and raise in the middle of scoring. Remote `$ref`s are refused too:
+    fetching them would need the network while scoring.
+    """
+    if not isinstance(schema, dict):
+        raise VlmtuneError(f"{where}: expected an object, found {type(schema).__name__}")
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+        missing = next(_unresolvable_refs(schema), None)
+    except jsonschema.SchemaError as e:
+        at = "/".join(map(str, e.path)) or "root"
+        raise VlmtuneError(f"{where}: not a valid schema (JSON Schema draft 2020-12) at {at}: {e.message}") from None
+    except RecursionError:
+        raise VlmtuneError(f"{where}: expected a JSON schema, found one nested too deeply to check") from None
+    if missing is not None:
+        raise VlmtuneError(f"{where}: $ref {missing!r}: expected a reference to a part of the schema (such as "
+                           f"#/$defs/name), found nothing there (remote schemas are not fetched)")
+
+
+def _unresolvable_refs(schema: dict):
+    """Every `$ref` / `$dynamicRef` that does not resolve, with `$id`s moving the base URI as in validation."""
+    root = DRAFT202012.create_resource(schema)
+    resolver = METASCHEMAS.with_resource(root.id() or "", root).resolver(base_uri=root.id() or "")
+
+    def walk(node, resolver):
+        if isinstance(node, list):
+            for item in node:
+                yield from walk(item, resolver)
+            return
+        if not isinstance(node, dict):
+            return
+        if isinstance(node.get("$id"), str):
+            resolver = resolver.in_subresource(DRAFT202012.create_resource(node))
+        for key in ("$ref", "$dynamicRef"):
+            if isinstance(node.get(key), str):
+                try:
+                    resolver.lookup(node[key])
+                except Unresolvable:
+                    yield node[key]
+        for key, value in node.items():
+            if key not in _DATA_KEYWORDS:
+                yield from walk(value, resolver)
+
+    return walk(schema, resolver)
 
 
 def bound_integers(schema):
@@ -165,13 +214,16 @@ def schema_valid(prediction: str, schema: dict) -> bool:
 
 
 def load_schema(path) -> dict:
-    """Read a schema file; a missing file or bad JSON is a user error naming the file."""
+    """Read and check a schema file; a missing file, bad JSON or an unusable schema is a user error naming the file."""
     try:
         schema = json.loads(open(path, encoding="utf-8").read())
     except FileNotFoundError:
         raise VlmtuneError(f"--schema {path}: file not found") from None
+    except UnicodeDecodeError:
+        raise VlmtuneError(f"--schema {path}: expected a UTF-8 JSON file, found other bytes") from None
     except json.JSONDecodeError as e:
         raise VlmtuneError(f"--schema {path}: line {e.lineno}: expected a JSON schema, found invalid JSON ({e.msg})") from None
-    if not isinstance(schema, dict):
-        raise VlmtuneError(f"--schema {path}: expected a JSON object, found {type(schema).__name__}")
+    except RecursionError:
+        raise VlmtuneError(f"--schema {path}: expected a JSON schema, found JSON nested too deeply to read") from None
+    check_schema(schema, f"--schema {path}")
     return schema

@@ -1,9 +1,9 @@
 """Records to model inputs, with labels on assistant tokens only.
 
-The conversation is rendered with the model's own chat template one message at a time and each piece is
-tokenized on its own. Tokenizing pieces separately is what keeps the prompt/answer boundary exact: a BPE
-run over the whole string can merge "ASSISTANT: " with the answer's first characters, and masking by
-prompt length would then drop (or train) the wrong token.
+The conversation is rendered with the model's own chat template and cut into one piece per message
+(models/segments.py), and each piece is tokenized on its own. Tokenizing pieces separately is what keeps
+the prompt/answer boundary exact: a BPE run over the whole string can merge "ASSISTANT: " with the
+answer's first characters, and masking by prompt length would then drop (or train) the wrong token.
 
 Families lay out their inputs differently, and the differences are handled here, in one place:
 - per-token extras (Qwen's `mm_token_type_ids`, Gemma 3's and PaliGemma's `token_type_ids`) are
@@ -17,7 +17,7 @@ Families lay out their inputs differently, and the differences are handled here,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
 
 import torch
 from PIL import Image
@@ -27,8 +27,9 @@ from transformers.models.mllama.processing_mllama import (
     get_cross_attention_token_mask,
 )
 
-from vlmtune.data.record import Record, to_chat_messages
+from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
+from vlmtune.models.segments import EncodeTimeout, Segment, conversation_segments, render  # noqa: F401 - render is re-exported
 
 IGNORE_INDEX = -100
 # Processor outputs with one entry per token; everything else (pixel_values, image_grid_thw, ...) is per image.
@@ -39,53 +40,17 @@ CROSS_ATTENTION_MASK = "cross_attention_mask"
 PER_RECORD_MARKERS = ("pixel_attention_mask", "aspect_ratio_ids")
 
 
-@dataclass
-class Segment:
-    text: str
-    trained: bool
-
-
-def render(processor, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    if not messages:
-        return ""
-    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-
-
-def conversation_segments(processor, record: Record, add_generation_prompt: bool = False) -> list[Segment]:
-    """Split the rendered conversation into untrained prompt pieces and trained assistant pieces."""
-    chat = to_chat_messages(record)
-    segments: list[Segment] = []
-    done = ""
-    for i, message in enumerate(chat):
-        if message["role"] == "assistant":
-            prompt = render(processor, chat[:i], add_generation_prompt=True)
-            segments.append(Segment(_suffix(done, prompt, record), trained=False))
-            done = prompt
-        full = render(processor, chat[: i + 1])
-        segments.append(Segment(_suffix(done, full, record), trained=message["role"] == "assistant"))
-        done = full
-    if add_generation_prompt:
-        segments.append(Segment(_suffix(done, render(processor, chat, add_generation_prompt=True), record), trained=False))
-    return [s for s in segments if s.text]
-
-
-def _suffix(prefix: str, text: str, record: Record) -> str:
-    if not text.startswith(prefix):
-        # Some templates rewrite earlier turns (e.g. drop reasoning); segment-wise labels need them stable.
-        raise VlmtuneError(f"{record.origin}: the model's chat template is not incremental; cannot place labels")
-    return text[len(prefix):]
-
-
 def image_placeholder(processor) -> str:
     """The string a chat template writes for one image (Gemma 3: <start_of_image>)."""
     return getattr(processor, "image_token", None) or "<image>"
 
 
 def encode_record(processor, record: Record, images: list[Image.Image], add_generation_prompt: bool = False,
-                  prefill: str = "") -> dict[str, torch.Tensor]:
+                  prefill: str = "", deadline: float | None = None) -> dict[str, torch.Tensor]:
     """Token ids, labels (-100 outside assistant turns) and image tensors for one record.
 
     `prefill` is text put after everything else, untrained: the start of the answer a generation is primed with.
+    `deadline` (a time.monotonic() value) raises EncodeTimeout once passed.
     """
     placeholder = image_placeholder(processor)
     if isinstance(processor, PaliGemmaProcessor):
@@ -93,13 +58,20 @@ def encode_record(processor, record: Record, images: list[Image.Image], add_gene
     per_record = False
     encoded: list[dict[str, torch.Tensor]] = []
     remaining = list(images)
-    segments = conversation_segments(processor, record, add_generation_prompt)
+    segments = conversation_segments(processor, record, add_generation_prompt, deadline)
     # Tokenized on its own, like an answer in training, so the primed tokens are the ones the model learnt.
     segments += [Segment(prefill, trained=False)] if prefill else []
+    plan = []  # each piece with the images it places
     for seg in segments:
         n_images = seg.text.count(placeholder)
-        seg_images, remaining = remaining[:n_images], remaining[n_images:]
-        enc = _encode_segment(processor, seg, seg_images)
+        plan.append((seg, remaining[:n_images]))
+        remaining = remaining[n_images:]
+    texts = iter(_tokenize(processor.tokenizer, [seg.text for seg, seg_images in plan if not seg_images]))
+    special = _special_ids(processor.tokenizer) if any(seg.trained for seg in segments) else set()  # once: it is not cheap
+    for seg, seg_images in plan:
+        if deadline is not None and time.monotonic() > deadline:
+            raise EncodeTimeout(f"{record.origin}: encoding stopped: past the request's deadline")
+        enc = _encode_segment(processor, seg, seg_images, None if seg_images else next(texts), special)
         per_record = per_record or any(k in enc for k in PER_RECORD_MARKERS)
         encoded.append(enc)
     if remaining:
@@ -119,19 +91,30 @@ def _check_paligemma_images(record: Record) -> None:
             )
 
 
-def _encode_segment(processor, seg: Segment, images: list[Image.Image]) -> dict[str, torch.Tensor]:
-    """One piece: through the processor when it holds images, else through the tokenizer alone."""
-    tok = processor.tokenizer
+def _tokenize(tok, texts: list[str]) -> list[dict[str, torch.Tensor]]:
+    """Text-only pieces through the tokenizer alone, in one call: the ids of tokenizing each on its own,
+    without the per-call overhead that made a 2,000-message request spend a second here.
+
+    (Some processors refuse text without images (PaliGemma) or prepend a bos to every text (Mllama).)
+    """
+    if not texts:
+        return []
+    out = tok(texts, add_special_tokens=False)
+    return [{k: torch.tensor([out[k][i]], dtype=torch.long) for k in out.keys()} for i in range(len(texts))]
+
+
+def _encode_segment(processor, seg: Segment, images: list[Image.Image], tokens: dict | None,
+                    special: set[int]) -> dict[str, torch.Tensor]:
+    """One piece: through the processor when it holds images, else its `tokens` from `_tokenize`."""
     if images:
         enc = processor(text=[seg.text], images=images, add_special_tokens=False, return_tensors="pt")
         enc = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor) and k not in ("labels", CROSS_ATTENTION_MASK)}
         enc = _drop_added_bos(processor, seg.text, enc)
     else:
-        # Some processors refuse text without images (PaliGemma) or prepend a bos to every text (Mllama).
-        enc = dict(tok([seg.text], add_special_tokens=False, return_tensors="pt"))
+        enc = tokens
     ids = enc["input_ids"][0]
     out = {k: (v[0] if k in TOKEN_KEYS else v) for k, v in enc.items()}
-    out["labels"] = _assistant_labels(ids, _special_ids(tok)) if seg.trained else torch.full_like(ids, IGNORE_INDEX)
+    out["labels"] = _assistant_labels(ids, special) if seg.trained else torch.full_like(ids, IGNORE_INDEX)
     if isinstance(processor, PaliGemmaProcessor):
         out["token_type_ids"] = torch.full_like(ids, int(seg.trained))
     return out
@@ -234,16 +217,24 @@ def _pad_dim(value: torch.Tensor, dim: int, size: int, fill) -> torch.Tensor:
     return torch.cat([value, value.new_full(shape, fill)], dim=dim)
 
 
-def encode_prompts(processor, records: list[Record], images: list[list[Image.Image]], prefill: str = "") -> BatchFeature:
-    """Left-padded prompts (everything but the final answer, then `prefill`) ready for `generate`.
+def encode_prompt(processor, record: Record, images: list[Image.Image], prefill: str = "",
+                  deadline: float | None = None) -> dict[str, torch.Tensor]:
+    """One record's prompt (everything but the final answer, then `prefill`), without labels, for `collate_prompts`.
 
     Encoded piece by piece like training, so a prompt is token for token what preceded the answer there
     (the processors alone differ: PaliGemma's, for one, puts its "\n" only at the end of the whole text).
     """
-    examples = []
-    for record, imgs in zip(records, images):
-        prompt = Record(record.prompt_messages(), system=record.system, id=record.id, origin=record.origin)
-        example = encode_record(processor, prompt, list(imgs), add_generation_prompt=True, prefill=prefill)
-        example.pop("labels")
-        examples.append(example)
+    prompt = Record(record.prompt_messages(), system=record.system, id=record.id, origin=record.origin)
+    example = encode_record(processor, prompt, list(images), add_generation_prompt=True, prefill=prefill, deadline=deadline)
+    example.pop("labels")
+    return example
+
+
+def collate_prompts(processor, examples: list[dict[str, torch.Tensor]]) -> BatchFeature:
+    """Encoded prompts left-padded into one batch, ready for `generate`."""
     return BatchFeature(collate(examples, processor.tokenizer.pad_token_id, padding_side="left"))
+
+
+def encode_prompts(processor, records: list[Record], images: list[list[Image.Image]], prefill: str = "") -> BatchFeature:
+    """Left-padded prompts (everything but the final answer, then `prefill`) ready for `generate`."""
+    return collate_prompts(processor, [encode_prompt(processor, r, imgs, prefill) for r, imgs in zip(records, images)])

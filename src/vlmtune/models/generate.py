@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,16 @@ def generate_batch(model, processor, records: list[Record], images: list[list], 
     `deadline` (a time.monotonic() value) stops decoding when it passes; rows end as "max_tokens".
     """
     sampling = sampling or Sampling(max_new_tokens=max_new_tokens or 16)
-    enc = encode_prompts(processor, records, images, prefill=sampling.prefill).to(model.device)
+    enc = encode_prompts(processor, records, images, prefill=sampling.prefill)
+    stop_rows = [lambda: time.monotonic() > deadline] * len(records) if deadline is not None else None
+    return generate_encoded(model, processor, enc, sampling, logits_processor, streamer, stop_rows)
+
+
+@torch.no_grad()
+def generate_encoded(model, processor, enc, sampling: Sampling, logits_processor=None, streamer=None,
+                     stop_rows: list[Callable[[], bool]] | None = None) -> list[Generation]:
+    """`generate_batch` on prompts already encoded (`collate_prompts`); `stop_rows[i]()` true ends row i there."""
+    enc = enc.to(model.device)
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     kwargs = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p} if sampling.temperature > 0 else {"do_sample": False}
@@ -58,21 +68,21 @@ def generate_batch(model, processor, records: list[Record], images: list[list], 
         kwargs["logits_processor"] = logits_processor
     if streamer is not None:
         kwargs["streamer"] = streamer
-    if deadline is not None:
-        kwargs["stopping_criteria"] = StoppingCriteriaList([_Deadline(deadline)])
+    if stop_rows is not None:
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_StopRows(stop_rows)])
     out = model.generate(**enc, max_new_tokens=sampling.max_new_tokens, **kwargs)
     new = out[:, enc["input_ids"].shape[1] :]
     return [_decode(processor.tokenizer, row.tolist(), int(mask.sum()), sampling) for row, mask in zip(new, enc["attention_mask"])]
 
 
-class _Deadline(StoppingCriteria):
-    """Stop every row once the wall-clock deadline has passed (the server's request timeout)."""
+class _StopRows(StoppingCriteria):
+    """End each row once its check says so: the server's request deadline passed, or its client left."""
 
-    def __init__(self, deadline: float):
-        self.deadline = deadline
+    def __init__(self, checks: list[Callable[[], bool]]):
+        self.checks = checks
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), time.monotonic() > self.deadline, dtype=torch.bool, device=input_ids.device)
+        return torch.tensor([check() for check in self.checks], dtype=torch.bool, device=input_ids.device)
 
 
 def _decode(tok, ids: list[int], n_input: int, sampling: Sampling) -> Generation:

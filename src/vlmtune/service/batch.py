@@ -17,13 +17,14 @@ from vlmtune.errors import VlmtuneError
 from vlmtune.models.loading import load_model
 from vlmtune.service import locations
 from vlmtune.service.progress import Progress
-from vlmtune.serving import BadRequest
+from vlmtune.serving import BadRequest, ServeOptions
 from vlmtune.serving.converse_api import converse_response, parse_converse_request
 from vlmtune.serving.engine import Engine
 from vlmtune.serving.images import ImageLimits
 
 CHUNK = 8  # records handed to the engine at once: small enough that a stop request is honoured quickly
 MANIFEST = "manifest.json.out"
+MAX_MESSAGES = ServeOptions.model_fields["max_messages"].default  # the same cap as one Converse call
 
 
 def run_batch(spec: dict, folder: Path, progress: Progress, flag) -> None:
@@ -78,7 +79,8 @@ def _answer(engine: Engine, chunk: list[tuple[int, bytes]], spec: dict) -> list[
             record_id, body = obj.get("recordId"), obj.get("modelInput")
             if not isinstance(body, dict):
                 raise BadRequest(f"modelInput: expected a Converse request object, found {json.dumps(body)[:60]}")
-            job = parse_converse_request(spec["modelId"], body, limits, spec["maxTokens"])
+            job = parse_converse_request(spec["modelId"], body, limits, spec["maxTokens"], MAX_MESSAGES)
+            engine.encode(job)
             pending.append((lineno, record_id, body, time.perf_counter(), engine.submit(job)))
         except ValueError as e:
             pending.append((lineno, record_id, body, 0.0, _error(400, f"line {lineno}: expected one JSON object per line, found invalid JSON ({e})")))

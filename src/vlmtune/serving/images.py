@@ -28,6 +28,19 @@ class ImageLimits:
     max_pixels: int = 4096 * 4096
     max_images: int = 20
     allow_dir: Path | None = None
+    max_request_pixels: int = 4 * 4096 * 4096
+
+
+class PixelBudget:
+    """The decoded pixels one request's images may still take: each image is charged from its header, before decoding."""
+
+    def __init__(self, limits: ImageLimits):
+        self.limit, self.used = limits.max_request_pixels, 0
+
+    def charge(self, pixels: int, where: str) -> None:
+        self.used += pixels
+        if self.used > self.limit:
+            raise BadRequest(f"{where}: the request's images come to more than {self.limit} pixels in all (max_request_pixels)", 413)
 
 
 def check_count(n: int, limits: ImageLimits) -> None:
@@ -35,7 +48,7 @@ def check_count(n: int, limits: ImageLimits) -> None:
         raise BadRequest(f"too many images: at most {limits.max_images} per request, found {n}")
 
 
-def decode_image(data: bytes, limits: ImageLimits, where: str) -> Image.Image:
+def decode_image(data: bytes, limits: ImageLimits, where: str, budget: PixelBudget | None = None) -> Image.Image:
     """An RGB image from encoded bytes; refuses oversized, unknown or bomb-like input before decoding it."""
     if not data:
         raise BadRequest(f"{where}: expected image bytes, found none")
@@ -55,6 +68,8 @@ def decode_image(data: bytes, limits: ImageLimits, where: str) -> Image.Image:
     width, height = img.size
     if width * height > limits.max_pixels:
         raise BadRequest(f"{where}: image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}", 413)
+    if budget is not None:
+        budget.charge(width * height, where)
     try:
         img.load()
         return img.convert("RGB")
@@ -74,7 +89,7 @@ def decode_base64(text: str, limits: ImageLimits, where: str) -> bytes:
         raise BadRequest(f"{where}: expected base64 image bytes, found invalid base64") from None
 
 
-def image_from_url(url: str, limits: ImageLimits, where: str) -> Image.Image:
+def image_from_url(url: str, limits: ImageLimits, where: str, budget: PixelBudget | None = None) -> Image.Image:
     """The image an OpenAI `image_url` names: a data: URI, or a local path under the allowed folder."""
     if not isinstance(url, str) or not url:
         raise BadRequest(f"{where}: expected a data: URI or a local path, found {url!r}")
@@ -82,13 +97,13 @@ def image_from_url(url: str, limits: ImageLimits, where: str) -> Image.Image:
         head, sep, payload = url.partition(",")
         if not sep or ";base64" not in head:
             raise BadRequest(f"{where}: expected a data URI like data:image/png;base64,..., found {url[:40]!r}")
-        return decode_image(decode_base64(payload, limits, where), limits, where)
+        return decode_image(decode_base64(payload, limits, where), limits, where, budget)
     scheme = urlparse(url).scheme.lower()
     if scheme == "file":
-        return decode_image(read_local(unquote(urlparse(url).path), limits, where), limits, where)
+        return decode_image(read_local(unquote(urlparse(url).path), limits, where), limits, where, budget)
     if len(scheme) > 1:  # one letter is a Windows drive, not a scheme
         raise BadRequest(f"{where}: remote image URLs ({scheme}://) are never fetched; send the image inline as a data: URI")
-    return decode_image(read_local(url, limits, where), limits, where)
+    return decode_image(read_local(url, limits, where), limits, where, budget)
 
 
 def read_local(path: str, limits: ImageLimits, where: str) -> bytes:

@@ -1,7 +1,8 @@
 """The OpenAI chat completions API at the edge: request -> canonical Record and Job, Generation -> response.
 
-Only the fields vlmtune can honour are accepted with meaning; unknown fields are ignored (clients send
-many optional ones), but a known field of the wrong type or out of range is a 400 naming it.
+Only the fields vlmtune can honour are accepted with meaning; a field it does not implement is refused by
+name unless it asks for nothing (null, or its default: see refusals.py), and a known field of the wrong
+type or out of range is a 400 naming it.
 """
 
 from __future__ import annotations
@@ -12,24 +13,33 @@ import uuid
 from dataclasses import replace
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from vlmtune.data.record import ImagePart, Message, Record, TextPart
 from vlmtune.models.generate import Generation, Sampling
 from vlmtune.serving import BadRequest, validation_message
 from vlmtune.serving.engine import Job
-from vlmtune.serving.images import ImageLimits, check_count, image_from_url
+from vlmtune.serving.images import ImageLimits, PixelBudget, check_count, image_from_url
+from vlmtune.serving.refusals import (
+    OPENAI_IGNORED,
+    OPENAI_MESSAGE_IGNORED,
+    OPENAI_MESSAGE_UNSUPPORTED,
+    OPENAI_UNSUPPORTED,
+    Refusing,
+)
 
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", protected_namespaces=())
+class _Strict(Refusing):
+    """Unknown fields are refused unless null (refusals.py)."""
 
 
 class ImageURL(_Strict):
     url: str
-    detail: str | None = None
+    # The processor always sees the image at its own full resolution, which is what "high" asks for; "low"
+    # (a downscaled view for fewer tokens) is not something vlmtune does, so it is refused.
+    detail: Literal["auto", "high"] | None = None
 
 
 class TextContent(_Strict):
@@ -45,13 +55,16 @@ class ImageContent(_Strict):
 ContentPart = Annotated[TextContent | ImageContent, Field(discriminator="type")]
 
 
-class ChatMessage(_Strict):
+class ChatMessage(Refusing):
+    unsupported = OPENAI_MESSAGE_UNSUPPORTED
+    ignored = OPENAI_MESSAGE_IGNORED
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart] | None = None
 
 
 class JsonSchemaFormat(_Strict):
     name: str = "response"
+    description: str | None = None
     schema_: dict = Field(default_factory=lambda: {"type": "object"}, alias="schema")
     strict: bool | None = None
 
@@ -62,10 +75,13 @@ class ResponseFormat(_Strict):
 
 
 class StreamOptions(_Strict):
+    unsupported = {"include_obfuscation": ("stream obfuscation is not implemented by vlmtune", (False,))}
     include_usage: bool = False
 
 
-class ChatRequest(_Strict):
+class ChatRequest(Refusing):
+    unsupported = OPENAI_UNSUPPORTED
+    ignored = OPENAI_IGNORED
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
@@ -77,11 +93,11 @@ class ChatRequest(_Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
-    n: int = Field(1, ge=1, le=1)
 
 
-def parse_chat_request(body: object, limits: ImageLimits, max_tokens_cap: int) -> tuple[ChatRequest, Job]:
+def parse_chat_request(body: object, limits: ImageLimits, max_tokens_cap: int, max_messages: int) -> tuple[ChatRequest, Job]:
     """Validate a chat completions body and turn it into a Job (images decoded, limits enforced)."""
+    check_message_count(body, max_messages)
     try:
         req = ChatRequest.model_validate(body)
     except ValidationError as e:
@@ -91,6 +107,13 @@ def parse_chat_request(body: object, limits: ImageLimits, max_tokens_cap: int) -
     job = Job(record, images, req.model, replace(sampling(req, max_tokens_cap), prefill=prefill),
               schema=response_schema(req.response_format))
     return req, job
+
+
+def check_message_count(body: object, limit: int) -> None:
+    """Refuse an over-long conversation before validating (or encoding) any of it."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if isinstance(messages, list) and len(messages) > limit:
+        raise BadRequest(f"messages: at most {limit} per request on this server (max_messages), found {len(messages)}")
 
 
 def split_prefill(messages: list[ChatMessage]) -> tuple[list[ChatMessage], str]:
@@ -130,6 +153,7 @@ def to_record(messages: list[ChatMessage], limits: ImageLimits) -> tuple[Record,
     """System and developer messages become the record's system prompt; images are decoded in order."""
     n_images = sum(isinstance(p, ImageContent) for m in messages if isinstance(m.content, list) for p in m.content)
     check_count(n_images, limits)
+    budget = PixelBudget(limits)
     system, turns, images = [], [], []
     for i, m in enumerate(messages):
         parts = [TextContent(type="text", text=m.content)] if isinstance(m.content, str) else (m.content or [])
@@ -147,7 +171,7 @@ def to_record(messages: list[ChatMessage], limits: ImageLimits) -> tuple[Record,
             elif m.role == "assistant":
                 raise BadRequest(f"messages.{i}.content.{j}: assistant messages may not hold images")
             else:
-                images.append(image_from_url(p.image_url.url, limits, f"messages.{i}.content.{j}.image_url"))
+                images.append(image_from_url(p.image_url.url, limits, f"messages.{i}.content.{j}.image_url", budget))
                 content.append(ImagePart("inline"))
         turns.append(Message(m.role, tuple(content)))
     if not turns or turns[-1].role != "user":
