@@ -116,6 +116,7 @@ def _answer_from_weights(trained: dict, service) -> str:
     """The same request answered by the job's weights loaded here: the deployment serves exactly them."""
     from vlmtune.models.generate import generate_batch
     from vlmtune.models.loading import load_model
+    from vlmtune.service.batch import MAX_MESSAGES
     from vlmtune.serving.converse_api import parse_converse_request
     from vlmtune.serving.images import ImageLimits
 
@@ -124,7 +125,7 @@ def _answer_from_weights(trained: dict, service) -> str:
     body = {"messages": [{"role": "user", "content": [{"image": {"format": "png", "source": {"bytes": base64.b64encode(png()).decode()}}},
                                                       {"text": "Which colour is the tallest bar?"}]}],
             "inferenceConfig": {"maxTokens": 6, "temperature": 0}}
-    job = parse_converse_request("x", body, ImageLimits(), 64)
+    job = parse_converse_request("x", body, ImageLimits(), 64, MAX_MESSAGES)
     return generate_batch(model.eval(), processor, [job.record], [job.images], sampling=job.sampling)[0].text
 
 
