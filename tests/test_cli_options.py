@@ -204,13 +204,14 @@ def readme_commands() -> list[list[str]]:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
     lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
-    lines += re.findall(r"(?<!`)`(vlmtune [^`]+)`", text)
+    prose = re.sub(r"```[a-z]*\n.*?```", "", text, flags=re.S)  # a command quoted in program output is not one to run
+    lines += re.findall(r"(?<!`)`(vlmtune [^`]+)`", prose)
     commands = []
     for line in lines:
         match = re.search(r"(?:^|\s|^\$ )(?:vlmtune|-m vlmtune\.cli)\s+(.*)", line.split(" #")[0])
         if not match or line.lstrip().startswith(("import", "from", "#")):
             continue
-        args = shlex.split(match.group(1))
+        args = shlex.split(match.group(1).removesuffix("&").rstrip())  # `... &`: started in the background
         placeholder = any(re.fullmatch(r"[A-Z_]+(\.\w+)?", a) for a in args)
         if args and not placeholder and any(a.startswith("-") or "/" in a or "." in a for a in args):
             commands.append(args)

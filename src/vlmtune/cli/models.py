@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 import click
+from pydantic import Field
 
-from vlmtune.cli.remote import Remote, client_options
+from vlmtune.cli.options import config_command
+from vlmtune.cli.remote import ClientOptions, Remote, client_options
 from vlmtune.errors import VlmtuneError
 
 MODEL_COLUMNS = [("NAME", "modelName"), ("KIND", "kind"), ("STATUS", "modelStatus"), ("BASE / ARCHITECTURE", "base"),
@@ -63,24 +65,32 @@ def deployments_group() -> None:
     """Deployments: custom or imported models loaded for Converse and OpenAI requests."""
 
 
-@deployments_group.command("create")
-@click.option("--name", required=True, help="the deployment's name (a modelId for Converse, a model for OpenAI)")
-@click.option("--model", "model", required=True, help="the custom or imported model's name or ARN")
-@click.option("--description", default=None)
-@click.option("--wait/--no-wait", default=True, show_default=True, help="wait until it is Active (or Failed)")
-@client_options
-def create_deployment(remote: Remote, name: str, model: str, description: str | None, wait: bool) -> None:
+class DeploymentOptions(ClientOptions):
+    """`vlmtune deployments create`: what CreateCustomModelDeployment takes."""
+
+    name: str = Field(..., description="the deployment's name (a modelId for Converse, a model for OpenAI)")
+    model: str = Field(..., description="the custom or imported model's name or ARN")
+    description: str | None = Field(None, description="the deployment's description")
+    wait: bool = Field(True, description="wait until it is Active (or Failed)")
+
+
+@config_command(DeploymentOptions, "create")
+def create_deployment(opts: DeploymentOptions) -> None:
     """Load a model for inference; prints the deployment's ARN."""
-    arn = remote.call("create_custom_model_deployment", modelDeploymentName=name, modelArn=_model_arn(remote, model),
-                      **({"description": description} if description else {}))["customModelDeploymentArn"]
+    remote = opts.remote()
+    arn = remote.call("create_custom_model_deployment", modelDeploymentName=opts.name, modelArn=_model_arn(remote, opts.model),
+                      **({"description": opts.description} if opts.description else {}))["customModelDeploymentArn"]
     status = "Creating"
-    while wait and status == "Creating":
+    while opts.wait and status == "Creating":
         time.sleep(1.0)
         found = remote.call("get_custom_model_deployment", customModelDeploymentIdentifier=arn)
         status = found["status"]
         if status == "Failed":
-            raise VlmtuneError(f"deployment {name} failed: {found.get('failureMessage')}")
+            raise VlmtuneError(f"deployment {opts.name} failed: {found.get('failureMessage')}")
     click.echo(arn)
+
+
+deployments_group.add_command(create_deployment)
 
 
 def _model_arn(remote: Remote, model: str) -> str:
