@@ -12,6 +12,11 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $@
 
+# The tests also need the ray extra: the Ray executor's tests start a Ray head of their own.
+$(VENV)/.installed-ray: $(VENV)/.installed
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,ray]'
+	touch $@
+
 install: $(VENV)/.installed
 
 demo: install
@@ -29,8 +34,8 @@ browser:
 	fi
 
 # Both tiers: the fast one first (it fails early), then the slow one (kill -9, DDP, the service's jobs, the
-# dashboard in a browser).
-test: install browser
+# dashboard in a browser, and the Ray executor against a Ray head of its own on 127.0.0.1; hence the ray extra).
+test: install $(VENV)/.installed-ray browser
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest -m slow
 

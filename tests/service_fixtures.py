@@ -25,6 +25,8 @@ class IdleExecutor:
     """Starts nothing: every job stays queued (InProgress, all phases NotStarted)."""
 
     name = "idle"
+    outlives_service = False
+    spans_nodes = False
 
     def slots(self) -> int:
         return 0

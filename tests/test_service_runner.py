@@ -25,9 +25,10 @@ class FakeExecutor:
     """Workers that exist only as handles: the test says when and how each ends."""
 
     name = "fake"
+    spans_nodes = False
 
-    def __init__(self, slots: int = 1):
-        self._slots = slots
+    def __init__(self, slots: int = 1, outlives_service: bool = False):
+        self._slots, self.outlives_service = slots, outlives_service
         self.launched: list[Path] = []
         self.exits: dict[int, WorkerExit] = {}
         self.killed: list[int] = []
@@ -49,6 +50,9 @@ class FakeExecutor:
 
     def alive(self, handle: dict) -> bool:
         return handle["pid"] not in self.gone_after_restart
+
+    def lost(self, handle: dict) -> bool:  # the cluster was restarted too: it no longer knows the worker
+        return handle["pid"] in self.gone_after_restart
 
 
 @pytest.fixture
@@ -130,6 +134,51 @@ def test_after_a_restart_a_job_whose_worker_is_gone_resumes_or_fails_by_setting(
     else:
         assert again.launched == [] and _job(restarted, arn)["status"] == "Failed"
         assert "set not to resume jobs on restart" in _job(restarted, arn)["failureMessage"]
+
+
+def test_workers_that_outlive_the_service_keep_running_and_are_watched_again_after_a_restart(tmp_path, data):
+    """Ray jobs run on the cluster: a service that stops does not suspend them, and the next one adopts them."""
+    home = tmp_path / "home"
+    executor = FakeExecutor(outlives_service=True)
+    svc = _service(home, executor)
+    arn = customization.create(svc, job_request("on-a-cluster", *data))["jobArn"]
+    svc.runner.tick()
+    svc.close(timeout=0.1)
+    assert not (executor.launched[0] / STOP).exists() and executor.killed == []  # left running, not suspended
+    again = FakeExecutor(outlives_service=True)
+    restarted = _service(home, again)
+    restarted.runner.recover()
+    restarted.runner.tick()
+    assert again.launched == [] and again.killed == [] and restarted.runner.is_running(arn)  # the same worker, watched
+    assert "watching the job's worker again (fake executor)" in (executor.launched[0] / "worker.log").read_text()
+    write_json(executor.launched[0] / PROGRESS, {"outcome": "Failed", "failureMessage": "bad data", "phases": {}})
+    again.exits[1] = WorkerExit(0, "exited with code 0")
+    restarted.runner.tick()
+    assert _job(restarted, arn)["status"] == "Failed" and _job(restarted, arn)["failureMessage"] == "bad data"
+
+
+@pytest.mark.parametrize("policy", ["resume", "fail"])
+def test_a_worker_the_restarted_cluster_no_longer_knows_resumes_as_a_local_one_does(tmp_path, data, policy):
+    """A SLURM allocation that ended took the service and the Ray cluster with it: the next service, on a new
+    cluster, resumes the job from its checkpoint on the shared storage instead of failing it as gone."""
+    home = tmp_path / "home"
+    executor = FakeExecutor(outlives_service=True)
+    svc = _service(home, executor)
+    arn = customization.create(svc, job_request("allocation-ended", *data))["jobArn"]
+    svc.runner.tick()
+    svc.close(timeout=0.1)
+    again = FakeExecutor(outlives_service=True)
+    again.gone_after_restart.add(1)
+    restarted = _service(home, again, on_restart=policy)
+    restarted.runner.recover()
+    restarted.runner.tick()
+    log = (executor.launched[0] / "worker.log").read_text()
+    assert "no longer knows the job's worker" in log and "watching the job's worker again" not in log
+    if policy == "resume":
+        assert [f.name for f in again.launched] == [arn.rsplit("/", 1)[1]] and _job(restarted, arn)["status"] == "InProgress"
+        assert "resuming it from its last checkpoint" in log
+    else:
+        assert again.launched == [] and _job(restarted, arn)["status"] == "Failed"
 
 
 def test_a_deployment_whose_model_cannot_load_fails_with_the_reason(tmp_path):

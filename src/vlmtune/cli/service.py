@@ -22,7 +22,7 @@ def service(cfg: ServiceConfig) -> None:
     svc = Service(cfg)
 
     def ready(url: str) -> None:
-        click.echo(f"vlmtune service at {url} (home {cfg.home}; {svc.runner.executor.slots()} job(s) at a time)\n"
+        click.echo(f"vlmtune service at {url} (home {cfg.home}; {_executor(svc)})\n"
                    f"  boto3:   boto3.client('bedrock', endpoint_url='{url}'), boto3.client('bedrock-runtime', endpoint_url='{url}')\n"
                    f"  OpenAI:  {url}/v1   health: {url}/health\n"
                    f"  dashboard: {url}/" + ("  (sign in with the API key)" if cfg.api_key else ""), err=True)
@@ -32,11 +32,18 @@ def service(cfg: ServiceConfig) -> None:
     serve_forever(svc, ready)
 
 
-@click.command("worker", hidden=True)
-@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--parent-pid", type=int, default=None, help="exit when this process (the service) is gone")
-def worker(folder: Path, parent_pid: int | None) -> None:
-    """Run one job of the service from its folder (the service starts this; people need not)."""
-    from vlmtune.service.worker import run_worker
+def _executor(svc) -> str:
+    executor = svc.runner.executor
+    where = f" on the Ray cluster at {executor.address}, job folders in {svc.storage}" if executor.name == "ray" else ""
+    return f"{executor.name} executor{where}, {executor.slots()} job(s) at a time"
 
-    sys.exit(run_worker(folder, parent_pid))
+
+@click.command("worker", hidden=True)
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--parent-pid", type=int, default=None, help="exit when this process (the service, or a Ray actor) is gone")
+@click.option("--training-process", is_flag=True, help="be one training process of a job spread over several workers")
+def worker(folder: Path, parent_pid: int | None, training_process: bool) -> None:
+    """Run one job of the service from its folder (the service starts this; people need not)."""
+    from vlmtune.service.worker import run_training_process, run_worker
+
+    sys.exit((run_training_process if training_process else run_worker)(folder, parent_pid))

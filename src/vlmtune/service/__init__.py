@@ -1,6 +1,7 @@
 """The customization service: the managed service's control plane, really training, behind boto3's `bedrock` client.
 
-    config.py          ServiceConfig: home folder, address, API key, job slots, stop timeout, restart policy
+    config.py          ServiceConfig: home and storage folders, address, API key, job slots, stop timeout, restart
+                       policy, the executor (local or ray) and its options
     app.py             Service: the store, the runner, deployments and the runtime behind one FastAPI app and port
     routes.py          the control-plane HTTP routes (FastAPI), thin calls into the modules below
     errors.py          the control plane's error types, as botocore parses them (x-amzn-ErrorType + {"message"})
@@ -17,6 +18,10 @@
     invocations.py     batch inference jobs: create / get / list / stop
     runner.py          the job queue: slots, workers started through an executor, progress, stop, recovery
     executor.py        Executor: how a worker is started, watched and stopped (LocalExecutor: a child process)
+    ray_executor.py    RayExecutor: each worker a Ray job (Jobs API), Ray's statuses mapped, stopped through Ray
+    ray_logs.py        a Ray job's log followed into the job's worker.log, once, across reconnects and restarts
+    placement.py       N workers x G GPUs of a job: the service's defaults or the job's `workers`, `gpus_per_worker`
+    ray_training.py    a job over several workers: actors in a placement group start the DDP processes
     progress.py        the files a worker and the service share in the job's folder (spec, progress, stop)
     worker.py          inside a worker process: stage and validate the data, then the job's own part
     staging.py         a job's data copied into its folder line for line, image paths absolute, validated

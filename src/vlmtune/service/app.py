@@ -22,7 +22,7 @@ from vlmtune.io import write_json
 from vlmtune.service import dashboard, imports, routes
 from vlmtune.service.config import ServiceConfig
 from vlmtune.service.deployments import Deployments
-from vlmtune.service.executor import Executor, LocalExecutor
+from vlmtune.service.executor import Executor, make_executor
 from vlmtune.service.names import Arns
 from vlmtune.service.runner import Runner
 from vlmtune.service.store import Store
@@ -40,10 +40,12 @@ class Service:
         self.cfg = cfg
         self.home: Path = cfg.home
         self.home.mkdir(parents=True, exist_ok=True)
+        # Job folders and model weights; workers on other machines (the Ray executor) read and write them here.
+        self.storage: Path = cfg.storage
         self.store = Store.open(self.home)
         self.arns = Arns(cfg.region, cfg.account_id)
         self.registry = EngineRegistry()
-        self.runner = Runner(self, executor or LocalExecutor(cfg.max_jobs), cfg.stop_timeout)
+        self.runner = Runner(self, executor or make_executor(cfg), cfg.stop_timeout)
         self.deployments = Deployments(self)
         serve_cfg = ServeConfig(api_key=cfg.api_key, host=cfg.host, port=cfg.port, device=cfg.device, max_tokens=cfg.max_tokens,
                                 invocation_log=cfg.invocation_log, allowed_hosts=cfg.allowed_hosts)
@@ -52,6 +54,10 @@ class Service:
         routes.install(self.app, self)
         dashboard.install(self.app, self)  # the page at / (issue 14)
         self._closed = False
+
+    def job_folder(self, job_id: str) -> Path:
+        """The folder a job's worker reads its spec from and reports into (progress.py)."""
+        return self.storage / "jobs" / job_id
 
     def start(self) -> None:
         """Recover what a previous process left (jobs, imports, deployments), then start running jobs."""

@@ -42,6 +42,22 @@ class ServiceConfig(BaseModel):
     max_tokens: int = Field(1024, ge=1, description="cap on a request's maxTokens for deployed models")
     invocation_log: Path | None = Field(None, description="append every Converse call to a deployment (request with its requestMetadata, "
                                         "response) to this JSONL file in the invocation-log shape a DISTILLATION job reads; off by default")
+    storage: Path | None = Field(None, description="folder for job folders and model weights; default the home. With --executor ray, "
+                                                   "a folder every Ray node mounts at the same path (NFS, EFS, a ReadWriteMany volume)")
+    # ---- where workers run (executor.py); the ray_* options matter only with --executor ray
+    executor: Literal["local", "ray"] = Field("local", description="local: workers are processes of this machine; "
+                                                                   "ray: each job is a Ray job on the cluster at --ray-address")
+    ray_address: str | None = Field(None, description="the Ray cluster's dashboard address (http://HEAD:8265); default $RAY_ADDRESS")
+    ray_workers: int = Field(1, ge=1, description="workers per training job (one per node, as a rule); a job may ask for "
+                                                  "others with the hyperparameter `workers`")
+    ray_gpus_per_worker: int = Field(1, ge=0, description="GPUs each worker uses (0 on a cluster without GPUs); a job may ask "
+                                                          "for others with the hyperparameter `gpus_per_worker`")
+    ray_worker_command: str = Field("vlmtune worker", description="the worker command on the cluster's nodes, as the Ray job's "
+                                                                  "entrypoint (the job folder is appended)")
+    ray_env: dict[str, str] = Field(default_factory=dict, json_schema_extra={"metavar": "NAME=VALUE"},
+                                    description="an environment variable for the jobs on the cluster; repeatable")
+    ray_runtime_env: Path | None = Field(None, description="a YAML or JSON file with the Ray runtime environment of each job "
+                                                           "(pip, env_vars, container, ...), as `ray job submit --runtime-env` takes")
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod
@@ -51,4 +67,5 @@ class ServiceConfig(BaseModel):
     @model_validator(mode="after")
     def _home(self):
         self.home = Path(self.home or default_home()).expanduser().resolve()
+        self.storage = Path(self.storage or self.home).expanduser().resolve()
         return self

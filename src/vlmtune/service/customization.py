@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vlmtune.service import listing, models
+from vlmtune.service import listing, models, placement
 from vlmtune.service import names as n
 from vlmtune.service.customization_types import check_hyperparameters, check_request, resolve_teacher
 from vlmtune.service.errors import ConflictError, QuotaError
@@ -29,7 +29,9 @@ MAX_WAITING = 100
 def create(svc, body: dict) -> dict:
     req = parse(CreateCustomizationJob, body)
     check_request(req)
-    check_hyperparameters(req.customizationType, req.hyperParameters)
+    training, asked = placement.split(req.hyperParameters)  # workers / gpus_per_worker place the job; the rest train
+    placement.refuse_unless_spanning(asked, svc.runner.executor)
+    check_hyperparameters(req.customizationType, training)
     base = models.resolve(svc, req.baseModelIdentifier, "baseModelIdentifier")
     teacher = resolve_teacher(svc, req)
     digest = request_hash(body)
@@ -130,13 +132,16 @@ def stop(svc, identifier: str) -> None:
 # ---------------------------------------------------------------------------------------- the runner's side
 def spec(svc, row: dict) -> dict:
     """job.json for the worker: everything it needs, without the database."""
-    validators = loads(row["validation_data"])["validators"]
+    validators, hyper = loads(row["validation_data"])["validators"], loads(row["hyper_parameters"])
     data = loads(row["training_data"])
-    return {"kind": "customization", "id": row["id"], "arn": row["arn"], "name": row["name"],
-            "customizationType": row["customization_type"], "base": loads(row["base_source"]),
-            "trainingData": data.get("s3Uri"), "invocationLogs": data.get("invocationLogsConfig"),
-            "validationData": validators[0]["s3Uri"] if validators else None, "teacher": loads(row["teacher_source"]),
-            "output": loads(row["output_data"])["s3Uri"], "hyperParameters": loads(row["hyper_parameters"])}
+    out = {"kind": "customization", "id": row["id"], "arn": row["arn"], "name": row["name"],
+           "customizationType": row["customization_type"], "base": loads(row["base_source"]),
+           "trainingData": data.get("s3Uri"), "invocationLogs": data.get("invocationLogsConfig"),
+           "validationData": validators[0]["s3Uri"] if validators else None, "teacher": loads(row["teacher_source"]),
+           "output": loads(row["output_data"])["s3Uri"], "hyperParameters": placement.split(hyper)[0]}
+    if svc.runner.executor.spans_nodes:
+        out["placement"] = placement.for_job(hyper, svc.cfg).to_spec()
+    return out
 
 
 def apply_progress(svc, row: dict, progress: dict | None, folder: Path) -> None:

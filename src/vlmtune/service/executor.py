@@ -1,10 +1,12 @@
-"""How the runner starts, watches and stops workers: the Executor protocol and its local implementation.
+"""How the runner starts, watches and stops workers: the Executor protocol, its local implementation, the choice.
 
 An executor knows nothing about jobs: it starts `vlmtune worker FOLDER` somewhere, says whether it is still
 running and how it ended, and ends it. Its handle is a small JSON-able dict kept in `worker_runs`, so a
 restarted service can ask about workers started before it. `LocalExecutor` runs each worker as a child
-process of the service (one per GPU slot, CUDA_VISIBLE_DEVICES set); issue 15's Ray executor implements the
-same four methods with the Ray Jobs API.
+process of the service (one per GPU slot, CUDA_VISIBLE_DEVICES set); `RayExecutor` (ray_executor.py) submits
+each worker as a Ray job to a cluster. Two facts tell the runner and the job checks how they differ:
+`outlives_service` (a worker keeps running when the service stops, and a restarted service watches it again)
+and `spans_nodes` (a job may ask for several workers and GPUs: the `workers` and `gpus_per_worker` settings).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class WorkerExit:
 
 class Executor(Protocol):
     name: str
+    outlives_service: bool
+    spans_nodes: bool
 
     def slots(self) -> int:
         """How many workers may run at once."""
@@ -44,11 +48,17 @@ class Executor(Protocol):
     def alive(self, handle: dict) -> bool:
         """Is this worker still running? Asked after a restart about workers of the previous service."""
 
+    def lost(self, handle: dict) -> bool:
+        """Does the cluster no longer know this worker (it was restarted too)? Asked after a restart, of executors
+        whose workers outlive the service; the job then resumes from its last checkpoint, as a local one does."""
+
 
 class LocalExecutor:
     """Workers as child processes of the service, each in its own session and with its own log."""
 
     name = "local"
+    outlives_service = False  # each worker watches the service and exits with it
+    spans_nodes = False
 
     def __init__(self, max_jobs: int = 0):
         import torch
@@ -86,12 +96,24 @@ class LocalExecutor:
     def alive(self, handle: dict) -> bool:
         return worker_alive(handle)
 
+    def lost(self, handle: dict) -> bool:
+        return not worker_alive(handle)  # (not asked: a local worker ends with the service that started it)
+
     def kill(self, handle: dict) -> None:
         if handle["pid"] in self._children or worker_alive(handle):
             try:
                 os.kill(handle["pid"], signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def make_executor(cfg) -> Executor:
+    """The executor `--executor` names; Ray's is imported only when chosen (it is an optional dependency)."""
+    if cfg.executor == "ray":
+        from vlmtune.service.ray_executor import RayExecutor
+
+        return RayExecutor.from_config(cfg)
+    return LocalExecutor(cfg.max_jobs)
 
 
 def describe_exit(code: int) -> str:

@@ -106,7 +106,7 @@ def run_import(svc, job_id: str) -> None:
     """Copy, check and register; every failure is the job's Failed reason."""
     job = svc.store.one(f"SELECT * FROM {TABLE} WHERE id = ?", (job_id,))
     model_id = n.new_id()
-    dest = svc.home / "imported-models" / model_id
+    dest = svc.storage / "imported-models" / model_id
     try:
         locations.fetch_folder(job["source_uri"], dest)
         architecture, instruct = check_model_folder(dest)
@@ -174,7 +174,7 @@ def create_custom_model(svc, body: dict) -> dict:
 
 def _copy_custom_model(svc, model_id: str) -> None:
     row = svc.store.one("SELECT * FROM custom_models WHERE id = ?", (model_id,))
-    dest = svc.home / "custom-models" / model_id
+    dest = svc.storage / "custom-models" / model_id
     try:
         locations.fetch_folder(row["source_uri"], dest)
         check_model_folder(dest)

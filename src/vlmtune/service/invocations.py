@@ -13,6 +13,7 @@ from pathlib import Path
 from vlmtune.service import listing, models
 from vlmtune.service import names as n
 from vlmtune.service.errors import ConflictError, ValidationError
+from vlmtune.service.placement import Placement
 from vlmtune.service.requests import CreateInvocationJob, parse, repeated, request_hash
 from vlmtune.service.store import loads
 
@@ -84,10 +85,13 @@ def stop(svc, identifier: str) -> None:
 
 # ---------------------------------------------------------------------------------------- the runner's side
 def spec(svc, row: dict) -> dict:
-    return {"kind": "invocation", "id": row["id"], "arn": row["arn"], "name": row["name"], "modelId": row["model_id"],
-            "model": loads(row["model_source"]), "input": loads(row["input_data"])["s3InputDataConfig"]["s3Uri"],
-            "output": loads(row["output_data"])["s3OutputDataConfig"]["s3Uri"], "device": svc.cfg.device,
-            "maxTokens": svc.cfg.max_tokens}
+    out = {"kind": "invocation", "id": row["id"], "arn": row["arn"], "name": row["name"], "modelId": row["model_id"],
+           "model": loads(row["model_source"]), "input": loads(row["input_data"])["s3InputDataConfig"]["s3Uri"],
+           "output": loads(row["output_data"])["s3OutputDataConfig"]["s3Uri"], "device": svc.cfg.device,
+           "maxTokens": svc.cfg.max_tokens}
+    if svc.runner.executor.spans_nodes:  # a batch job answers on one device: one GPU of a worker, if workers have any
+        out["placement"] = Placement(1, min(svc.cfg.ray_gpus_per_worker, 1)).to_spec()
+    return out
 
 
 def apply_progress(svc, row: dict, progress: dict | None, folder: Path) -> None:

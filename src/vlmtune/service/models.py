@@ -137,8 +137,8 @@ def _refuse_if_deployed(svc, row: dict) -> None:
 
 
 def _remove_weights(svc, weights: str | None) -> None:
-    """Delete a model's weights, but only inside the service's home: never a folder the user pointed at."""
-    if weights and Path(weights).resolve().is_relative_to(svc.home):
+    """Delete a model's weights, but only inside the service's own folders: never a folder the user pointed at."""
+    if weights and any(Path(weights).resolve().is_relative_to(own) for own in (svc.home, svc.storage)):
         shutil.rmtree(weights, ignore_errors=True)
 
 

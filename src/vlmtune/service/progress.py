@@ -4,7 +4,10 @@
     progress.json  written by the worker (atomically) at every change: phase statuses, outcome, counts
     stop.json      written by the service to ask the worker to stop ("stop") or to checkpoint and leave the
                    job to be resumed ("suspend", when the service itself shuts down)
-    worker.log     the worker's output, kept for `vlmtune jobs logs`
+    worker.log     the worker's output, kept for `vlmtune jobs logs` (under Ray, copied from the Ray job's log)
+    training.json  a job spread over several workers: the training config each training process runs, and
+                   training_result.json, how the main one ended
+    .ray-log.json  under Ray: how much of the Ray job's log worker.log already has
     run/           the training run folder (checkpoints, the service's metric CSVs, the model)
 
 Only files: the worker never opens the database, so a worker on another machine (issue 15's Ray executor)
@@ -53,6 +56,12 @@ class Progress:
         entry.update(status=status, lastModifiedTime=now())
         self._write()
 
+    def reload(self) -> None:
+        """Take up what another process wrote meanwhile (the main training process of a job spread over workers)."""
+        self.state = read_json(self.path) or self.state
+        running = [name for name in PHASES if self.state["phases"].get(name, {}).get("status") == "InProgress"]
+        self.current = running[-1] if running else self.current
+
     def update(self, **values) -> None:
         self.state.update(values)
         self._write()
@@ -72,6 +81,12 @@ class Progress:
 def request_stop(folder: Path, action: str) -> None:
     """Ask the worker in `folder` to stop ("stop") or to checkpoint and exit for a later resume ("suspend")."""
     write_json(folder / STOP, {"action": action, "requested": now()})
+
+
+def note(folder: Path, line: str) -> None:
+    """A line from the service in the job's log, between the worker's own lines."""
+    with open(folder / LOG, "a", encoding="utf-8") as f:
+        f.write(f"[vlmtune service {now()}] {line}\n")
 
 
 def stop_requested(folder: Path) -> str | None:

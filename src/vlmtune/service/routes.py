@@ -179,7 +179,7 @@ def read_log(svc, identifier: str, offset: int) -> tuple[str, int]:
     """The job's log from byte `offset`, and where it ends now (for the next read of a follower)."""
     for table in (customization.TABLE, invocations.TABLE):
         if row := n.find(svc.store, table, identifier):
-            path = svc.home / "jobs" / row["id"] / LOG
+            path = svc.job_folder(row["id"]) / LOG
             if not path.is_file():
                 return "", 0
             with open(path, "rb") as f:

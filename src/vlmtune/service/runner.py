@@ -5,7 +5,9 @@ worker's progress into its job, asks workers of Stopping jobs to stop (and kills
 records how each ended, and starts the oldest waiting jobs while slots are free. Training and batch jobs
 share the slots. No job ever runs in the service process: a worker that crashes or is killed fails its
 own job and nothing else. On start it first recovers from a previous service process that died: workers
-that are gone are closed, and their jobs resume from their last checkpoint (or fail, by setting).
+that are gone are closed, and their jobs resume from their last checkpoint (or fail, by setting). Workers of
+an executor that outlives the service (Ray: jobs run on the cluster) are neither suspended when the service
+stops nor lost when it dies: the next service process watches them again.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from vlmtune.io import write_json
 from vlmtune.service import customization, invocations
 from vlmtune.service import names as n
 from vlmtune.service.executor import Executor, WorkerExit
-from vlmtune.service.progress import LOG, PROGRESS, SPEC, STOP, read_json, request_stop
+from vlmtune.service.progress import PROGRESS, SPEC, STOP, note, read_json, request_stop
 from vlmtune.service.store import loads
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ class Runner:
         self.wake()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self.executor.outlives_service:
+            return  # the workers go on without the service; the next start watches them again
         runs = self.open_runs()
         for run in runs:
             request_stop(Path(run["folder"]), "suspend")
@@ -117,7 +121,7 @@ class Runner:
             request_stop(folder, "stop")
             self.svc.store.update("worker_runs", "id", run["id"], {"stop_requested_at": n.now()})
         elif _age(run["stop_requested_at"]) > self.stop_timeout:
-            _note(folder, f"the worker did not stop within {self.stop_timeout:g} s of the stop request; killing it")
+            note(folder, f"the worker did not stop within {self.stop_timeout:g} s of the stop request; killing it")
             self.executor.kill(handle)
 
     def _close(self, run: dict, ended: WorkerExit) -> None:
@@ -136,7 +140,7 @@ class Runner:
 
     def _launch(self, kind: str, row: dict, slot: int) -> None:
         module, store = KINDS[kind], self.svc.store
-        folder = self.svc.home / "jobs" / row["id"]
+        folder = self.svc.job_folder(row["id"])
         folder.mkdir(parents=True, exist_ok=True)
         (folder / STOP).unlink(missing_ok=True)  # a suspend request from the last shutdown is done with
         write_json(folder / SPEC, module.spec(self.svc, row))
@@ -146,7 +150,7 @@ class Runner:
             if row["arn"] not in {r["arn"] for r in module.waiting(self.svc)}:
                 return
             attempt = store.one("SELECT count(*) AS k FROM worker_runs WHERE job_arn = ?", (row["arn"],))["k"] + 1
-            _note(folder, f"starting attempt {attempt} ({self.executor.name} executor, slot {slot})")
+            note(folder, f"starting attempt {attempt} ({self.executor.name} executor, slot {slot})")
             try:
                 handle = self.executor.launch(folder, slot)
             except OSError as e:
@@ -160,7 +164,14 @@ class Runner:
         """Close runs whose worker died with the previous service; their jobs resume or fail."""
         for run in self.open_runs():
             handle, folder = loads(run["handle"]), Path(run["folder"])
-            _wait_gone(handle, self.executor)
+            if self.executor.outlives_service and not self.executor.lost(handle):  # running or not, poll says how it went
+                note(folder, f"the service restarted; watching the job's worker again ({self.executor.name} executor)")
+                continue
+            if self.executor.outlives_service:
+                note(folder, f"the service restarted, and the cluster of the {self.executor.name} executor no longer knows "
+                             "the job's worker (it was restarted too)")
+            else:
+                _wait_gone(handle, self.executor)
             self._close(run, WorkerExit(None, "was gone after the service restarted"))
             kind, row = KINDS[run["kind"]], self._job(run)
             progress = read_json(folder / PROGRESS)
@@ -174,7 +185,7 @@ class Runner:
                 kind.fail(self.svc, row, "the service stopped while the job ran, and it is set not to resume jobs on restart "
                                          "(--on-restart fail)")
             else:
-                _note(folder, "the service restarted while this job ran; resuming it from its last checkpoint")
+                note(folder, "the service restarted while this job ran; resuming it from its last checkpoint")
 
 
 def _wait_gone(handle: dict, executor: Executor, timeout: float = 15.0) -> None:
@@ -188,10 +199,3 @@ def _wait_gone(handle: dict, executor: Executor, timeout: float = 15.0) -> None:
 
 def _age(stamp: str) -> float:
     return (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(stamp)).total_seconds()
-
-
-def _note(folder: Path, line: str) -> None:
-    """A line from the service in the job's log, between the worker's own lines."""
-    with open(folder / LOG, "a", encoding="utf-8") as f:
-        f.write(f"[vlmtune service {n.now()}] {line}\n")
-

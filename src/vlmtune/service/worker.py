@@ -40,7 +40,7 @@ class StopFlag:
 
 def run_worker(folder: Path, parent_pid: int | None = None) -> int:
     """Run the job in `folder`; the exit code is 0 whenever the outcome was recorded in progress.json."""
-    folder = Path(folder).resolve()
+    folder = job_folder(folder)
     spec = read_json(folder / SPEC)
     if spec is None:
         raise VlmtuneError(f"{folder / SPEC}: expected a job spec written by the service, found none")
@@ -57,6 +57,27 @@ def run_worker(folder: Path, parent_pid: int | None = None) -> int:
         traceback.print_exc()
         progress.finish("Failed", f"internal error ({type(e).__name__}: {e}); the job's log has the traceback", phase=progress.current)
     return 0
+
+
+def run_training_process(folder: Path, parent_pid: int | None = None) -> int:
+    """One training process of a job spread over several workers (started by ray_training.py, env set)."""
+    folder = job_folder(folder)
+    flag = StopFlag(folder)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(flag, "signalled", True))
+    if parent_pid:
+        _exit_with_parent(parent_pid)
+    from vlmtune.service.finetune import train_process  # torch, as late as in the worker
+
+    return train_process(folder, flag)
+
+
+def job_folder(folder: Path) -> Path:
+    """The job's folder, which must be here: a worker on another machine sees it only on shared storage."""
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise VlmtuneError(f"{folder}: no such job folder on this machine; the service's job folders must be on storage "
+                           "every machine that runs its workers mounts at the same path (vlmtune service --storage)")
+    return folder
 
 
 def _exit_with_parent(parent_pid: int) -> None:

@@ -91,7 +91,8 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
     """Fine-tune `model` on `train` (validating on `val`), writing everything into `out_dir`.
 
     `should_stop` is asked after every optimizer step; when it says yes the run checkpoints and returns
-    unfinished (`interrupted`), so the same run resumes later from exactly there.
+    unfinished (`interrupted`), so the same run resumes later from exactly there. Under several processes
+    every one must pass one, and the main process's answer counts for all.
     `objective` "pretrain" is continued pre-training: records are documents, the loss is on their text tokens.
     """
     # ------------------------------------------------------------------ setup
@@ -200,7 +201,7 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
                 gen_log.log(row)
                 trackers.log("eval", row)
             # Checkpoint at every validation too: the best weights are a copy of the checkpoint of their step.
-            interrupted = should_stop is not None and should_stop() and step < total_steps and not stopped_early
+            interrupted = _asked_to_stop(acc, should_stop) and step < total_steps and not stopped_early
             if epoch_end or validated or interrupted or _due(step, hp.save_every_steps):
                 if main:
                     state = {"early_stopping": early.state_dict(), "metrics": {"train": train_log.rows, "val": val_log.rows, "gen": gen_log.rows}}
@@ -236,6 +237,16 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
     model.eval()
     return TrainResult(model, method, trainable, total, train_log.rows, val_log.rows, time.perf_counter() - started,
                        stopped_early, dict(train_set.dropped), *delivered[0])
+
+
+def _asked_to_stop(acc, should_stop: Callable[[], bool] | None) -> bool:
+    """The main process's answer, the same in every process: ranks that stopped at different steps would hang."""
+    if should_stop is None:
+        return False
+    answer = [bool(should_stop())]
+    if acc.num_processes > 1:
+        broadcast_object_list(answer)
+    return answer[0]
 
 
 class ModelInputs:
