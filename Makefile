@@ -40,7 +40,7 @@ test: install $(VENV)/.installed-ray browser
 	$(BIN)/python -m pytest -m slow
 
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench examples
 
 clean:
 	rm -rf $(VENV) quickstart_out

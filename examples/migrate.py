@@ -1,5 +1,6 @@
 """A managed-service user's boto3 script, pointed at vlmtune: fine-tune, deploy, Converse, batch, clean up."""
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -48,7 +49,6 @@ for record in test[:3]:
           f"(expected {record['messages'][1]['content'][0]['text']!r})", r["usage"])
 
 # Batch inference: Converse-shaped modelInput lines in, <name>.out and manifest.json.out under the output location.
-import base64  # noqa: E402
 with open(OUT / "batch.jsonl", "w") as f:
     for i, record in enumerate(test[:10]):
         question = record["messages"][0]["content"]
