@@ -162,13 +162,14 @@ def main() -> None:
     ap.add_argument("--records", type=int, action="append", help="record counts to measure (default 40 and 320)")
     ap.add_argument("--folder", type=Path, default=Path("/tmp/vlmtune-first-step"))
     ap.add_argument("--num-workers", type=int, default=2)
+    ap.add_argument("--encoded-memory-mb", type=int, default=256, help="the budget for records kept from the length pass")
     args = ap.parse_args()
     counts = args.records or [40, 320]
     model = write_full_resolution_qwen(args.folder / "model")
     print(f"{'records':>8}{'peak RSS MB':>13}{'workers USS MB':>16}{'s to 1st step':>15}")
     for n in counts:
         data = write_w2_records(args.folder / f"data-{n}", n)
-        m = measure(model, data, args.folder / f"run-{n}", num_workers=args.num_workers)
+        m = measure(model, data, args.folder / f"run-{n}", num_workers=args.num_workers, encoded_memory_mb=args.encoded_memory_mb)
         print(f"{n:>8}{m['peak_rss_mb']:>13,.0f}{m['workers_uss_mb']:>16,.0f}{m['seconds_to_first_step']:>15.1f}")
 
 

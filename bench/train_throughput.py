@@ -199,7 +199,10 @@ def vlmtune_loop(base, processor, records, hp: Hyperparameters, epochs: int) -> 
     acc = Accelerator(cpu=not cuda, mixed_precision=_precision(hp))
     model = prepare_model(copy.deepcopy(base).to(acc.device), "lora", hp)
     notes = pull_levers(model, "lora", hp, cuda, acc.mixed_precision == "bf16")
-    scanned = scan_records(RecordDataset(processor, records, Path("/"), hp.max_pixels), hp.max_length, "drop", "bench", hp.num_workers)
+    from vlmtune.training.record_cache import MemoryCache
+
+    dataset = RecordDataset(processor, records, Path("/"), hp.max_pixels, memory=MemoryCache(hp.encoded_memory_mb))
+    scanned = scan_records(dataset, hp.max_length, "drop", "bench", hp.num_workers)
     features = None if not hp.vision_feature_cache_mb or frozen_vision_problem(model) else FeatureCache(model, hp.vision_feature_cache_mb)
     packed = hp.packing and not packing_problem(model)
     how = Batching(processor.tokenizer.pad_token_id, packed, features is not None, hp.num_workers, cuda)
@@ -236,14 +239,15 @@ def vlmtune_loop(base, processor, records, hp: Hyperparameters, epochs: int) -> 
 # ---------------------------------------------------------------------------------------------- the table
 
 # (row name, options over the all-off baseline); the defaults row uses Hyperparameters' own defaults.
-OFF = dict(num_workers=0, group_by_length=False, packing=False, vision_feature_cache_mb=0)
+OFF = dict(num_workers=0, group_by_length=False, packing=False, vision_feature_cache_mb=0, encoded_memory_mb=0)
 LEVERS = [
     ("vlmtune, every lever off", {}),
     ("+ data workers (2)", dict(num_workers=2)),
     ("+ length-grouped batches", dict(num_workers=2, group_by_length=True)),
     ("+ packing (random batches)", dict(num_workers=2, packing=True)),
-    ("+ grouped and packed", dict(num_workers=2, group_by_length=True, packing=True)),
+    ("+ packing + frozen-tower features", dict(num_workers=2, packing=True, vision_feature_cache_mb=1024)),
     ("vlmtune defaults", None),
+    ("defaults + length-grouped batches", dict(group_by_length=True, _defaults=True)),
     ("defaults + gradient checkpointing", dict(gradient_checkpointing=True, vision_gradient_checkpointing=True, _defaults=True)),
     ("defaults + eager attention", dict(attn_implementation="eager", _defaults=True)),
 ]

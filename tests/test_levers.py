@@ -85,3 +85,18 @@ def test_full_fine_tuning_under_bf16_keeps_fp32_master_weights():
     kept = build_tiny_family("llava")[0].to(torch.bfloat16)
     assert apply_master_weights(kept, "full", Hyperparameters(master_weights="bf16"), bf16_autocast=True) == ""
     assert {p.dtype for p in kept.parameters()} == {torch.bfloat16}
+
+
+def test_an_fsdp_launch_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """accelerate on CPU would run plain data parallel instead; the recipe's checkpoints are not sharded either."""
+    from train_fixtures import write_chart_data
+    from vlmtune.config import TrainConfig
+    from vlmtune.training.run import train
+
+    train_file, _ = write_chart_data(tmp_path / "data", n_train=4, n_val=2)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch --use_fsdp` sets
+    with pytest.raises(VlmtuneError) as e:
+        train(TrainConfig(model="tiny", train_data=train_file, output=tmp_path / "run", epochs=1))
+    message = str(e.value)
+    assert message.startswith("FSDP (accelerate launch --use_fsdp): expected a launch vlmtune supports") and "\n" not in message
+    assert "plain data parallel on CPU" in message and not (tmp_path / "run" / "checkpoints").exists()

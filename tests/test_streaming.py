@@ -36,12 +36,13 @@ def test_peak_memory_at_the_first_step_does_not_grow_with_the_number_of_records(
     """6 vs 48 near-full-resolution W-2 pages: encoding everything up front held 11 MB more per page (+460 MB here).
 
     One record per step, so that with 6 records the workers already hold all the batches they prefetch (4).
+    The records kept in memory are capped below what 6 pages take (68 MB), so both runs hold a full budget.
     """
     model = first_step.write_full_resolution_qwen(tmp_path / "model")
     peaks = {}
     for n in (6, 48):
         data = first_step.write_w2_records(tmp_path / f"data-{n}", n)
-        m = first_step.measure(model, data, tmp_path / f"run-{n}", batch_size=1)
+        m = first_step.measure(model, data, tmp_path / f"run-{n}", batch_size=1, encoded_memory_mb=32)
         peaks[n] = m["peak_rss_mb"] + m["workers_uss_mb"]
     assert peaks[48] - peaks[6] < 100, peaks
 
@@ -62,6 +63,30 @@ def _count_encodes(monkeypatch) -> list:
 
     monkeypatch.setattr(training_data, "encode_record", counting)  # num_workers=0: encoding runs in this process
     return calls
+
+
+def test_records_within_the_memory_budget_are_encoded_once_and_the_rest_every_epoch(tmp_path, monkeypatch):
+    calls = _count_encodes(monkeypatch)
+    kept = train(_cfg(tmp_path / "a", num_workers=0, epochs=3))
+    assert len(calls) == 16  # 12 training and 4 validation records, each encoded by the length pass only
+    calls.clear()
+    streamed = train(_cfg(tmp_path / "b", num_workers=0, epochs=3, encoded_memory_mb=0))
+    assert len(calls) == 16 + 3 * 12 + 3 * 4  # the length pass, then every epoch and its validation
+    assert _losses(kept) == pytest.approx(_losses(streamed), rel=1e-6)
+
+
+def test_the_memory_budget_keeps_whole_records_and_no_more():
+    import torch
+
+    from vlmtune.training.record_cache import MemoryCache
+
+    memory, kept = MemoryCache(1), {}  # 1 MiB: two of these 400 KiB records, not three
+    for i in range(3):
+        memory.offer(kept, i, {"pixel_values": torch.zeros(100 * 1024), "input_ids": torch.zeros(8, dtype=torch.long)})
+    assert sorted(kept) == [0, 1] and memory.used <= memory.budget
+    shared = torch.ones(4)
+    memory.offer(kept, 2, {"input_ids": shared})
+    assert kept[2]["input_ids"].data_ptr() != shared.data_ptr()  # a copy: a worker's shared tensor is not held open
 
 
 def test_the_encoded_cache_serves_re_runs_and_never_serves_a_changed_record(tmp_path, monkeypatch):
@@ -117,7 +142,7 @@ def test_the_cache_key_follows_the_processor_and_the_code():
 
 def test_a_record_whose_image_is_missing_is_one_line_from_the_data_workers(tmp_path, monkeypatch):
     """The validator refuses a missing image before training; one deleted after the length pass is the workers' to say."""
-    cfg = _cfg(tmp_path, num_workers=2, val_data=None)
+    cfg = _cfg(tmp_path, num_workers=2, val_data=None, encoded_memory_mb=0)  # nothing kept from the length pass
     missing = sorted((tmp_path / "data" / "images").glob("*.png"))[3]
     real_scan = recipe.scan_records
 

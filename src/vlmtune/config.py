@@ -72,6 +72,7 @@ class Hyperparameters(BaseModel):
     group_by_length: bool = Field(False, description="put records of similar length in the same batch (still a fixed order per seed "
                                   "and epoch): less padding, but batches less mixed; packing already removes most padding")
     packing: bool = Field(True, description="pack a micro-batch's records into as few sequences as fit its longest one, attention kept inside each record; families that cannot pack say so and train unpacked")
+    encoded_memory_mb: int = Field(256, ge=0, description="host memory (MB) for records encoded by the length pass, kept so that later epochs skip decoding and encoding them; records past the budget are encoded again each epoch; 0 = off")
     encoded_cache: Path | None = Field(None, description="folder for a cache of encoded records (ids, labels, image tensors) that later epochs and re-runs read back; keyed by content, safe to delete")
     vision_feature_cache_mb: int = Field(1024, ge=0, description="host memory (MB) for the outputs of a frozen vision tower and projector, reused from epoch 2 on; 0 = off")
     gradient_checkpointing: bool = Field(False, description="recompute the language model's activations in the backward pass: less memory, about a third more compute")

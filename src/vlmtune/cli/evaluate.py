@@ -16,8 +16,11 @@ def eval_command(cfg: EvalConfig) -> None:
 
     metrics = run_eval(cfg)
     head = metrics["overall"].get(metrics["headline"])
+    # JSON validity means something only where the answers are JSON (field tasks) or a schema was given.
+    json_task = "json_valid" in metrics["overall"] or metrics["schema_valid_rate"] is not None
+    valid = f"; JSON-valid {metrics['json_valid_rate'] * 100:.1f}%" if json_task else ""
     click.echo(f"{metrics['task']}: {metrics['headline']} {head * 100:.2f}% on {metrics['n']} records "
-               f"({metrics['resumed']} resumed); JSON-valid {metrics['json_valid_rate'] * 100:.1f}%")
+               f"({metrics['resumed']} resumed){valid}")
     click.echo(f"wrote {cfg.out / 'predictions.jsonl'}, {cfg.out / 'metrics.json'}, {cfg.out / 'report.md'}")
 
 

@@ -40,13 +40,18 @@ class ClientOptions(BaseModel):
 
 
 def client_options(func):
-    """--endpoint, --api-key and --json on a client command; passes `remote` (a Remote) instead."""
-    @click.option("--endpoint", default=None, help=f"the service's URL [default: ${ENDPOINT_ENV}, the local service, or {DEFAULT_ENDPOINT}]")
-    @click.option("--api-key", default=None, help="the service's API key [default: $VLMTUNE_API_KEY]")
-    @click.option("--json", "as_json", is_flag=True, help="print the service's JSON response instead of a table")
+    """ClientOptions' fields as --endpoint, --api-key and --json on a click command; passes `remote` instead.
+
+    For the commands whose arguments are positional (jobs get JOB, ...), which config_command does not make.
+    """
+    fields = ClientOptions.model_fields
+
+    @click.option("--endpoint", default=None, help=fields["endpoint"].description)
+    @click.option("--api-key", default=None, help=f"{fields['api_key'].description} [default: $VLMTUNE_API_KEY]")
+    @click.option("--json", "as_json", is_flag=True, help=fields["json_output"].description)
     @functools.wraps(func)
     def wrapper(endpoint, api_key, as_json, **kwargs):
-        return func(remote=Remote(endpoint, api_key, as_json), **kwargs)
+        return func(remote=ClientOptions(endpoint=endpoint, api_key=api_key, json=as_json).remote(), **kwargs)
 
     return wrapper
 

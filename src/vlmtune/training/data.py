@@ -3,8 +3,10 @@ in `torch.utils.data` workers, so a run holds a few batches in memory whatever t
 
 Before training, one pass over the records (in the same workers) measures each record's tokens: records
 over `max_length` are dropped with a count (or stop the run), and the lengths let batches be grouped and
-packed. Image tensors are never kept from that pass; with `encoded_cache` set they go to disk instead and
-every later epoch (and a re-run) reads them back (training/record_cache.py).
+packed. What that pass encodes is kept in host memory up to a budget (`encoded_memory_mb`), so a dataset
+that fits is encoded once, as if it were all encoded up front, and a larger one costs no more memory than
+the budget; with `encoded_cache` set every record also goes to disk, and later epochs and re-runs read it
+back (training/record_cache.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from vlmtune.models.packing import collate_packed
 from vlmtune.progress import console, progress_bar
 from vlmtune.training.batching import BatchPlan
 from vlmtune.training.features import image_keys
-from vlmtune.training.record_cache import RecordCache, processor_fingerprint
+from vlmtune.training.record_cache import MemoryCache, RecordCache, processor_fingerprint
 
 # Records per item of the length pass: a few, so that every worker has work even on a small dataset.
 SCAN_CHUNK = 2
@@ -51,12 +53,14 @@ class RecordDataset(Dataset):
     """Records encoded on demand: what it holds is the records themselves, never their tensors.
 
     `objective` "pretrain" encodes each record as a document (continued pre-training) instead of a chat.
+    `memory` is the budget that the length pass's encodings are kept within (scan_records offers them).
     """
 
     def __init__(self, processor, records: list[Record], images_root: Path, max_pixels: int, cache_dir: Path | None = None,
-                 objective: str = "fine-tune"):
+                 objective: str = "fine-tune", memory: MemoryCache | None = None):
         self.processor, self.records, self.images_root, self.max_pixels = processor, records, Path(images_root), max_pixels
-        self.objective = objective
+        self.objective, self.memory = objective, memory
+        self.kept: dict[int, dict[str, torch.Tensor]] = {}  # by index, within `memory`'s budget
         self.encode = encode_pretraining if objective == "pretrain" else encode_record
         code = inspect.getsource(sys.modules[__name__]) + objective  # a document and a chat encode differently
         fingerprint = processor_fingerprint(processor, max_pixels, code) if cache_dir else ""
@@ -66,6 +70,8 @@ class RecordDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if i in self.kept:
+            return self.kept[i]
         record = self.records[i]
         key = self.cache.key(record, self.images_root) if self.cache else ""
         cached = self.cache.load(key) if key else None
@@ -103,7 +109,10 @@ def scan_records(dataset: RecordDataset, max_length: int, on_too_long: str, desc
     found: list[tuple[int, int, int, str]] = []
     with progress_bar(description, total=len(mine)) as advance:
         for part in _loader(_Measure(dataset), chunks, workers):
-            found += part
+            for i, n, labels, error, example in part:
+                found.append((i, n, labels, error))
+                if example is not None:
+                    dataset.memory.offer(dataset.kept, i, example)
             advance(len(part))
     found = sorted(gather_object(found) if processes > 1 else found)
     out = ScannedSet(dataset)
@@ -131,19 +140,23 @@ def scan_records(dataset: RecordDataset, max_length: int, on_too_long: str, desc
 
 
 class _Measure(Dataset):
-    """(index, tokens, label tokens, error) for a chunk of records; a user error travels back as text."""
+    """(index, tokens, label tokens, error, example) for a chunk of records; a user error travels back as text.
+
+    The example itself comes back only where there is a memory budget to keep it in.
+    """
 
     def __init__(self, dataset: RecordDataset):
         self.dataset = dataset
+        self.keep = dataset.memory is not None and dataset.memory.budget > 0
 
-    def __getitem__(self, chunk: list[int]) -> list[tuple[int, int, int, str]]:
+    def __getitem__(self, chunk: list[int]) -> list[tuple]:
         out = []
         for i in chunk:
             try:
                 example = self.dataset[i]
-                out.append((i, len(example["input_ids"]), label_tokens(example), ""))
+                out.append((i, len(example["input_ids"]), label_tokens(example), "", example if self.keep else None))
             except VlmtuneError as e:
-                out.append((i, 0, 0, str(e)))
+                out.append((i, 0, 0, str(e), None))
         return out
 
 

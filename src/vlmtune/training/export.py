@@ -10,8 +10,10 @@ import yaml
 from vlmtune.errors import VlmtuneError
 from vlmtune.io import ordinary_permissions
 from vlmtune.models.loading import load_model, save_pretrained
+from vlmtune.progress import quiet_libraries
 
 
+@quiet_libraries()  # no "Writing model shards" bar or deprecation notices around the one line export prints
 def export_run(run: Path, out: Path, merge: bool = True) -> Path:
     """Write a folder that AutoModelForImageTextToText / AutoProcessor load with nothing else."""
     config_path = run / "config.yaml"

@@ -9,6 +9,7 @@ written; left on `auto` it turns itself off there and the run says so.
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import torch
 from transformers import PreTrainedModel
@@ -33,6 +34,21 @@ def check_levers(hp: Hyperparameters, cuda: bool) -> None:
         if importlib.util.find_spec("liger_kernel") is None:
             raise VlmtuneError("option 'fused_cross_entropy': expected the liger-kernel package, found it missing; "
                                "pip install 'vlmtune[gpu]'")
+
+
+def check_sharding(distributed_type: str) -> None:
+    """Refuse an FSDP launch (`accelerate launch --use_fsdp`) rather than train something else than was asked.
+
+    On CPU accelerate turns FSDP into plain data parallel without a word; on GPUs it would shard, but the
+    recipe's checkpoints hold the main process's optimizer state and weights only, so a sharded run could
+    neither resume nor deliver whole weights. Until that is built (and tested on GPUs), DDP is what runs.
+    """
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return
+    found = "accelerate runs it as plain data parallel on CPU" if distributed_type != "FSDP" else "its checkpoints are not built"
+    raise VlmtuneError(f"FSDP (accelerate launch --use_fsdp): expected a launch vlmtune supports, found FSDP, which it does not "
+                       f"support yet ({found}); launch with --multi_gpu (DDP), with gradient_checkpointing or LoRA/QLoRA "
+                       "to fit a large model")
 
 
 def fused_cross_entropy_wanted(hp: Hyperparameters, cuda: bool) -> bool:

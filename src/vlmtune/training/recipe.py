@@ -39,7 +39,7 @@ from vlmtune.training.data import Batching, MicroBatch, RecordDataset, scan_reco
 from vlmtune.training.disk import disk_full_guard, nbytes
 from vlmtune.training.early_stopping import EarlyStopping
 from vlmtune.training.features import FeatureCache, frozen_vision_problem
-from vlmtune.training.levers import check_levers, pull_levers
+from vlmtune.training.levers import check_levers, check_sharding, pull_levers
 from vlmtune.training.metric_logging import (
     GEN_CSV,
     TRAIN_COLUMNS,
@@ -51,6 +51,7 @@ from vlmtune.training.metric_logging import (
     perplexity,
     read_csv_rows_up_to,
 )
+from vlmtune.training.record_cache import MemoryCache
 from vlmtune.training.run_log import LOG, RunLog
 from vlmtune.training.setup import build_optimizer, build_scheduler, check_method_possible, prepare_model, resolve_method
 from vlmtune.training.trackers import Trackers, parse_report_to
@@ -108,6 +109,7 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
     # (quickstart, notebooks, tests). The distributed part (PartialState) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
     acc = Accelerator(cpu=hp.device == "cpu" or not torch.cuda.is_available(), mixed_precision=_precision(hp), kwargs_handlers=[ddp])
+    check_sharding(str(acc.distributed_type.value))
     main = acc.is_main_process
     if main and not resume:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -120,10 +122,11 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
     # One pass measures every record (dropping those over max_length); tensors are made again per batch.
     rank, processes = acc.process_index, acc.num_processes
     scan = (hp.max_length, hp.on_too_long)
-    train_set = scan_records(RecordDataset(processor, train, images_root, hp.max_pixels, hp.encoded_cache, objective), *scan,
-                             "encoding train", hp.num_workers, rank, processes)
-    val_set = scan_records(RecordDataset(processor, val, images_root, hp.max_pixels, hp.encoded_cache, objective), *scan,
-                           "encoding validation", hp.num_workers, rank, processes) if val else None
+    memory = MemoryCache(hp.encoded_memory_mb)  # one budget for both sets: training records are offered first
+    train_set = scan_records(RecordDataset(processor, train, images_root, hp.max_pixels, hp.encoded_cache, objective, memory),
+                             *scan, "encoding train", hp.num_workers, rank, processes)
+    val_set = scan_records(RecordDataset(processor, val, images_root, hp.max_pixels, hp.encoded_cache, objective, memory),
+                           *scan, "encoding validation", hp.num_workers, rank, processes) if val else None
     unpackable = packing_problem(model) if hp.packing else ""
     notes += [f"packing off: {unpackable}; training unpacked"] if unpackable else []
     unkept = frozen_vision_problem(model) if hp.vision_feature_cache_mb else "off"

@@ -1,5 +1,9 @@
-"""An optional on-disk cache of encoded records (token ids, labels, image tensors), so epoch 2+ and re-runs
-skip image decoding and the processor.
+"""Caches of encoded records (token ids, labels, image tensors), so that epoch 2+ and re-runs skip image
+decoding and the processor: in host memory within a budget (on by default), and an optional one on disk.
+
+The memory cache keeps what the length pass encoded, first come first kept, until its budget is spent;
+later records are encoded again each epoch, so a run's memory stays bounded by the budget whatever the
+size of the dataset. Data workers forked after the length pass read the same entries (copy-on-write).
 
 An entry's name is a SHA-256 of everything its tensors depend on: the record's conversation, the bytes of
 its images, the processor (image settings, tokenizer, chat template), `max_pixels`, and the code that
@@ -49,6 +53,25 @@ def processor_fingerprint(processor, max_pixels: int, more_code: str = "") -> st
         h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
     return h.hexdigest()
+
+
+def nbytes(example: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in example.values())
+
+
+class MemoryCache:
+    """Encoded records by dataset index, up to `budget_mb` of tensor bytes; one budget can serve several datasets."""
+
+    def __init__(self, budget_mb: int):
+        self.budget, self.used = budget_mb * 2**20, 0
+
+    def offer(self, kept: dict[int, dict], i: int, example: dict[str, torch.Tensor]) -> None:
+        """Keep `example` in `kept` if the budget allows; a copy, so no tensor shared with a worker stays open."""
+        size = nbytes(example)
+        if i in kept or self.used + size > self.budget:
+            return
+        kept[i] = {k: v.clone() for k, v in example.items()}
+        self.used += size
 
 
 class RecordCache:
