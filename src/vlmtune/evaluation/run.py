@@ -40,6 +40,9 @@ from vlmtune.models.loading import load_model
 from vlmtune.progress import progress_bar
 from vlmtune.reports.eval_report import write_eval_report
 
+# A stopped run (kill -9) loses at most this much answering; Ctrl-C and errors lose none.
+SAVE_EVERY_S = 5.0
+
 
 # ---------------------------------------------------------------- the loop (no files)
 def evaluate_records(model, processor, records: list[Record], task: Task | str, images_root: Path,
@@ -161,17 +164,28 @@ def run_eval(cfg: EvalConfig) -> dict:
                         top_p=cfg.top_p, stop=prompt.stop, seed=cfg.seed, prefill=prompt.prefill)
     order = {r.id: i for i, r in enumerate(records)}
 
-    def save(rows: list[dict]) -> None:
-        # run.json goes with the first predictions, so a run that fails before any answer leaves no file.
-        write_json(out / "run.json", settings)
+    saved = {"at": time.monotonic(), "unsaved": 0}
+
+    def save(rows: list[dict], final: bool = False) -> None:
+        # Rewritten whole (atomically), at most every SAVE_EVERY_S: after every batch, the rewriting grew with
+        # the square of the file. run.json goes with the first predictions, so a run that fails before any
+        # answer leaves no file.
         done.update({row["id"]: row for row in rows})
+        saved["unsaved"] += len(rows)
+        if not saved["unsaved"] or (not final and time.monotonic() - saved["at"] < SAVE_EVERY_S):
+            return
+        write_json(out / "run.json", settings)
         write_jsonl(out / "predictions.jsonl", sorted(done.values(), key=lambda row: order[row["id"]]))
+        saved.update(at=time.monotonic(), unsaved=0)
 
     label = f"{cfg.task}: answering ({len(done)} already done)" if done else f"{cfg.task}: answering"
     # Records (and few-shot examples) come with absolute image paths, each checked inside its own file's images root.
-    for _ in predict(model, processor, todo, task, Path("/"), sampling, prompt=prompt, schema=schema,
-                     constrained=cfg.constrained, batch_size=cfg.batch_size, description=label, on_batch=save):
-        pass
+    try:
+        for _ in predict(model, processor, todo, task, Path("/"), sampling, prompt=prompt, schema=schema,
+                         constrained=cfg.constrained, batch_size=cfg.batch_size, description=label, on_batch=save):
+            pass
+    finally:  # stopped by an error or Ctrl-C: what was answered is kept for the re-run
+        save([], final=True)
     rows = [done[r.id] for r in records]
     metrics = summarize(rows, records, task, schema) | {"resumed": len(records) - len(todo), "generated": len(todo),
                                                           "device": str(model.device), "prompt": described, "settings": settings}

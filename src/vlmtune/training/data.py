@@ -32,7 +32,7 @@ from vlmtune.models.packing import collate_packed
 from vlmtune.progress import console, progress_bar
 from vlmtune.training.batching import BatchPlan
 from vlmtune.training.features import image_keys
-from vlmtune.training.record_cache import MemoryCache, RecordCache, processor_fingerprint
+from vlmtune.training.record_cache import MemoryCache, RecordCache, nbytes, processor_fingerprint
 
 # Records per item of the length pass: a few, so that every worker has work even on a small dataset.
 SCAN_CHUNK = 2
@@ -142,19 +142,24 @@ def scan_records(dataset: RecordDataset, max_length: int, on_too_long: str, desc
 class _Measure(Dataset):
     """(index, tokens, label tokens, error, example) for a chunk of records; a user error travels back as text.
 
-    The example itself comes back only where there is a memory budget to keep it in.
+    The example itself comes back only while there may be room for it in the memory budget: once one worker
+    alone has sent a budget's worth, the budget is spent, and sending more would only hold pages in transit
+    (what a worker has sent and the training process not yet taken is memory too).
     """
 
     def __init__(self, dataset: RecordDataset):
         self.dataset = dataset
-        self.keep = dataset.memory is not None and dataset.memory.budget > 0
+        self.room = dataset.memory.budget if dataset.memory is not None else 0  # bytes this worker may still send
 
     def __getitem__(self, chunk: list[int]) -> list[tuple]:
         out = []
         for i in chunk:
             try:
                 example = self.dataset[i]
-                out.append((i, len(example["input_ids"]), label_tokens(example), "", example if self.keep else None))
+                size = nbytes(example)
+                sent = example if 0 < size <= self.room else None
+                self.room -= size if sent is not None else 0
+                out.append((i, len(example["input_ids"]), label_tokens(example), "", sent))
             except VlmtuneError as e:
                 out.append((i, 0, 0, str(e), None))
         return out
