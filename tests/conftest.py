@@ -31,3 +31,15 @@ def chart_dir(tmp_path):
         ex.image.save(path)
         records.append(qa_record(f"images/{ex.id}.png", ex.question, ex.answer, id=ex.id, origin=ex.id))
     return tmp_path, records
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a busy 2-core machine: two intra-op threads spin-wait and run ~20x slower.
+    A module asks for it with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

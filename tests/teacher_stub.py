@@ -20,6 +20,8 @@ import io
 import random
 import re
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,3 +164,14 @@ def _converse_prompt(messages: list[dict]) -> tuple[str, Image.Image]:
 
 def _hash(image: Image.Image) -> str:
     return str(hash(image.tobytes()))
+
+
+@contextmanager
+def running_stub() -> Iterator[Stub]:
+    """A Stub teacher behind a real server on 127.0.0.1, with its url set."""
+    from vlmtune.serving.server import BackgroundServer
+
+    stub = Stub()
+    with BackgroundServer(create_stub(stub)) as server:
+        stub.url = server.url
+        yield stub

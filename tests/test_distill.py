@@ -8,11 +8,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-import torch
 from click.testing import CliRunner
 
 from serve_fixtures import API_KEY
-from teacher_stub import COLOURS, Stub, create_stub, write_prompts
+from teacher_stub import COLOURS, running_stub, write_prompts
 from vlmtune.cli import main
 from vlmtune.data.formats.bedrock import read_bedrock
 from vlmtune.distillation import DistillConfig, run_distillation
@@ -26,20 +25,12 @@ QUICK = ["--epochs", "1", "--batch-size", "8", "--warmup-steps", "0", "--test-fr
          "--task", "chartqa"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a busy 2-core machine two intra-op threads spin-wait and train the tiny model ~20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
 def stub():
-    stub = Stub()
-    with BackgroundServer(create_stub(stub)) as server:
-        stub.url = server.url
+    with running_stub() as stub:
         yield stub
 
 

@@ -14,6 +14,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import is_torchvision_available
 
+from train_fixtures import tiny_family
 from vlmtune.config import Hyperparameters
 from vlmtune.data.record import ImagePart, Message, Record, TextPart, qa_record, to_chat_messages
 from vlmtune.errors import VlmtuneError
@@ -24,23 +25,9 @@ from vlmtune.models.tiny_families import IMAGE_ONLY_PROCESSORS, TINY_FAMILIES, b
 from vlmtune.training.metric_logging import TRAIN_CSV, read_csv
 from vlmtune.training.recipe import finetune
 
-_BUILT: dict[str, tuple] = {}
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: on a busy 2-core machine two intra-op threads spin-wait and run ~20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_family(name: str):
-    """Build each family once per session; tests that train deep-copy the model."""
-    if name not in _BUILT:
-        _BUILT[name] = build_tiny_family(name, seed=0)
-    return _BUILT[name]
 
 
 # Two turns, a system prompt, an image in the first user turn only: the boundaries that labels get wrong.

@@ -12,31 +12,22 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from train_fixtures import tiny_family
 from vlmtune.cli import main
 from vlmtune.data.formats.detect import FORMATS, read_records
 from vlmtune.data.record import ImagePart, Message, Record, TextPart
 from vlmtune.data.validate import validate_file
 from vlmtune.models.encode import IGNORE_INDEX, collate, encode_pretraining
-from vlmtune.models.tiny_families import TINY_FAMILIES, build_tiny_family
+from vlmtune.models.tiny_families import TINY_FAMILIES
 from vlmtune.training.metric_logging import TRAIN_CSV, VAL_CSV, read_csv
 
-_BUILT: dict[str, tuple] = {}
 TEXT = "The red bar is tallest."
 IMAGE = Image.new("RGB", (64, 48), "red")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny_family(name: str):
-    if name not in _BUILT:
-        _BUILT[name] = build_tiny_family(name, seed=0)
-    return _BUILT[name]
 
 
 def document(*parts) -> Record:

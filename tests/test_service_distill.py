@@ -19,9 +19,8 @@ import pytest
 from PIL import Image
 
 from service_fixtures import API_KEY, IdleExecutor, bedrock, job_request, job_status, running_service, wait_for
-from teacher_stub import Stub, colour_image, create_stub, write_prompts
+from teacher_stub import colour_image, running_stub, write_prompts
 from vlmtune.data.formats.bedrock import read_bedrock
-from vlmtune.serving.server import BackgroundServer
 from vlmtune.training.metric_logging import read_csv
 
 TEACHER = {"distillationConfig": {"teacherModelConfig": {"teacherModelIdentifier": "tiny", "maxResponseLengthForInference": 8}}}
@@ -161,9 +160,7 @@ def test_a_continued_pre_training_job_on_image_documents(client, tmp_path):
 
 @pytest.fixture(scope="module")
 def stub():
-    stub = Stub()
-    with BackgroundServer(create_stub(stub)) as server:
-        stub.url = server.url
+    with running_stub() as stub:
         yield stub
 
 

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from teacher_stub import PAUSE_SECONDS, Stub, create_stub, teacher_answer, write_prompts
+from teacher_stub import PAUSE_SECONDS, Stub, running_stub, teacher_answer, write_prompts
 from vlmtune.data.formats.bedrock import read_bedrock
 from vlmtune.data.images import with_absolute_images
 from vlmtune.data.record import ImagePart, Message, Record, TextPart
-from vlmtune.serving.server import BackgroundServer
 from vlmtune.teachers import AnswerCache, LocalTeacher, Policy, Question, Settings, ask_all, cache_key, make_teacher
 
 FAST = Policy(concurrency=3, timeout=0.5, retries=2, backoff=0.01)
@@ -21,9 +20,7 @@ FAST = Policy(concurrency=3, timeout=0.5, retries=2, backoff=0.01)
 
 @pytest.fixture
 def stub():
-    stub = Stub()
-    with BackgroundServer(create_stub(stub)) as server:
-        stub.url = server.url
+    with running_stub() as stub:
         yield stub
 
 

@@ -39,3 +39,15 @@ def write_mixed_length_data(folder: Path, n_train: int = 12, n_val: int = 4, see
     write_bedrock(folder / "train.jsonl", records[:n_train])
     write_bedrock(folder / "val.jsonl", records[n_train:])
     return folder / "train.jsonl", folder / "val.jsonl"
+
+
+_BUILT: dict[str, tuple] = {}
+
+
+def tiny_family(name: str):
+    """(model, processor) of a tiny family, built once per session; tests that train deep-copy the model."""
+    from vlmtune.models.tiny_families import build_tiny_family
+
+    if name not in _BUILT:
+        _BUILT[name] = build_tiny_family(name, seed=0)
+    return _BUILT[name]
