@@ -193,14 +193,13 @@ def vlmtune_loop(base, processor, records, hp: Hyperparameters, epochs: int) -> 
     from vlmtune.training.features import FeatureCache, frozen_vision_problem
     from vlmtune.training.levers import pull_levers
     from vlmtune.training.recipe import ModelInputs, _precision, optimizer_step
+    from vlmtune.training.record_cache import MemoryCache
     from vlmtune.training.setup import build_optimizer, build_scheduler, prepare_model
 
     cuda = torch.cuda.is_available()
     acc = Accelerator(cpu=not cuda, mixed_precision=_precision(hp))
     model = prepare_model(copy.deepcopy(base).to(acc.device), "lora", hp)
     notes = pull_levers(model, "lora", hp, cuda, acc.mixed_precision == "bf16")
-    from vlmtune.training.record_cache import MemoryCache
-
     dataset = RecordDataset(processor, records, Path("/"), hp.max_pixels, memory=MemoryCache(hp.encoded_memory_mb))
     scanned = scan_records(dataset, hp.max_length, "drop", "bench", hp.num_workers)
     features = None if not hp.vision_feature_cache_mb or frozen_vision_problem(model) else FeatureCache(model, hp.vision_feature_cache_mb)

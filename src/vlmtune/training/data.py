@@ -31,8 +31,9 @@ from vlmtune.models.encode import IGNORE_INDEX, collate, encode_pretraining, enc
 from vlmtune.models.packing import collate_packed
 from vlmtune.progress import console, progress_bar
 from vlmtune.training.batching import BatchPlan
+from vlmtune.training.disk import nbytes
 from vlmtune.training.features import image_keys
-from vlmtune.training.record_cache import MemoryCache, RecordCache, nbytes, processor_fingerprint
+from vlmtune.training.record_cache import MemoryCache, RecordCache, processor_fingerprint
 
 # Records per item of the length pass: a few, so that every worker has work even on a small dataset.
 SCAN_CHUNK = 2
@@ -50,7 +51,7 @@ def label_tokens(example: dict) -> int:
 
 
 class RecordDataset(Dataset):
-    """Records encoded on demand: what it holds is the records themselves, never their tensors.
+    """Records encoded on demand: it holds the records, and the tensors of those kept within `memory`'s budget.
 
     `objective` "pretrain" encodes each record as a document (continued pre-training) instead of a chat.
     `memory` is the budget that the length pass's encodings are kept within (scan_records offers them).

@@ -119,7 +119,8 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
     trainable, total = count_parameters(model)
 
     # ------------------------------------------------------------------ data
-    # One pass measures every record (dropping those over max_length); tensors are made again per batch.
+    # One pass measures every record (dropping those over max_length) and keeps its encodings within a budget;
+    # the rest are encoded again per batch.
     rank, processes = acc.process_index, acc.num_processes
     scan = (hp.max_length, hp.on_too_long)
     memory = MemoryCache(hp.encoded_memory_mb)  # one budget for both sets: training records are offered first

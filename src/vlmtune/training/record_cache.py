@@ -30,6 +30,7 @@ import vlmtune
 from vlmtune.data.images import read_image_bytes
 from vlmtune.data.record import Record
 from vlmtune.models import encode
+from vlmtune.training.disk import nbytes
 
 FORMAT = 1
 
@@ -53,10 +54,6 @@ def processor_fingerprint(processor, max_pixels: int, more_code: str = "") -> st
         h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
     return h.hexdigest()
-
-
-def nbytes(example: dict[str, torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in example.values())
 
 
 class MemoryCache:
