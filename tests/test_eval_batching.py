@@ -1,13 +1,16 @@
 """Prompts encoded ahead in length-sorted batches: same answers as unsorted, rows back in record order."""
 
 import json
+import multiprocessing
 import threading
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from vlmtune.cli import main
 from vlmtune.data.formats.bedrock import write_bedrock
+from vlmtune.data.images import load_record_images
 from vlmtune.data.record import qa_record
 from vlmtune.errors import VlmtuneError
 from vlmtune.evaluation import batching
@@ -159,3 +162,82 @@ def test_a_window_also_ends_at_its_byte_budget(tiny, mixed, monkeypatch):
     monkeypatch.setattr(batching, "WINDOW_BYTES", 1)  # every record fills a window: nothing left to sort
     batches = list(encoded_batches(processor, records, root, Prompt(), "", batch_size=3, window=4))
     assert [p for b in batches for p in b.positions] == list(range(12)) and all(len(b.positions) == 1 for b in batches)
+
+
+def test_eval_starts_encoding_prompts_before_the_weights_load(tmp_path, mixed, monkeypatch):
+    """The encoding worker is already running when the weights start loading; the answers are the usual ones."""
+    from vlmtune.models import loading
+    from vlmtune.models.tiny import build_tiny
+
+    root, records = mixed
+    write_bedrock(root / "test.jsonl", records)
+    model, processor = build_tiny(0)
+    model.save_pretrained(tmp_path / "m")
+    processor.save_pretrained(tmp_path / "m")
+    seen, real = [], loading.AutoModelForImageTextToText.from_pretrained
+
+    def from_pretrained(*args, **kwargs):
+        seen.append(len(multiprocessing.active_children()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loading.AutoModelForImageTextToText, "from_pretrained", from_pretrained)
+    args = ["eval", "--data", root / "test.jsonl", "--task", "chartqa", "--max-new-tokens", 3, "--batch-size", 3]
+    early = CliRunner().invoke(main, [str(a) for a in (*args, "--model", tmp_path / "m", "--out", tmp_path / "a")])
+    built = CliRunner().invoke(main, [str(a) for a in (*args, "--out", tmp_path / "b")])  # the same model, built in memory
+    assert early.exit_code == 0 and built.exit_code == 0, early.output + built.output
+    assert seen == [1]  # one worker, started before the weights
+    answers = [[json.loads(line)["prediction"] for line in (tmp_path / d / "predictions.jsonl").read_text().splitlines()] for d in "ab"]
+    assert answers[0] == answers[1] and len(answers[0]) == len(records)
+
+
+def test_weights_that_fail_to_load_stop_the_worker_and_leave_no_files(tmp_path, mixed, monkeypatch):
+    from vlmtune.models import loading
+    from vlmtune.models.tiny import build_tiny
+
+    root, records = mixed
+    write_bedrock(root / "test.jsonl", records)
+    model, processor = build_tiny(0)
+    model.save_pretrained(tmp_path / "m")
+    processor.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"not weights")  # the processor loads; the weights do not
+    seen, real = [], loading.AutoModelForImageTextToText.from_pretrained
+
+    def from_pretrained(*args, **kwargs):
+        seen.append(len(multiprocessing.active_children()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loading.AutoModelForImageTextToText, "from_pretrained", from_pretrained)
+    result = CliRunner().invoke(main, [str(a) for a in ("eval", "--data", root / "test.jsonl", "--task", "chartqa",
+                                                        "--model", tmp_path / "m", "--out", tmp_path / "o")])
+    assert result.exit_code == 1 and "could not load it as a folder" in result.output, result.output
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    for child in multiprocessing.active_children():
+        child.join(timeout=10)
+    assert seen == [1] and not multiprocessing.active_children()  # the worker had started, and has stopped
+
+
+def test_generation_runs_in_inference_mode_only_when_nothing_trains(mixed):
+    """Inference mode for a model loaded to answer; no_grad for one that trains afterwards (eval inside training)."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from vlmtune.models.encode import encode_prompts
+    from vlmtune.models.generate import for_inference, generate_encoded
+    from vlmtune.models.tiny import build_tiny
+
+    class Mode(LogitsProcessor):
+        def __init__(self):
+            self.modes = set()
+
+        def __call__(self, input_ids, scores):
+            self.modes.add((torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
+            return scores
+
+    root, records = mixed
+    model, processor = build_tiny(0)
+    enc = encode_prompts(processor, records[:2], [load_record_images(r, root) for r in records[:2]])
+    modes = {}
+    for name, m in (("trainable", model), ("loaded to answer", for_inference(build_tiny(0)[0]))):
+        probe = Mode()
+        generate_encoded(m, processor, enc, Sampling(max_new_tokens=2), logits_processor=LogitsProcessorList([probe]))
+        modes[name] = probe.modes
+    assert modes == {"trainable": {(False, False)}, "loaded to answer": {(True, False)}}

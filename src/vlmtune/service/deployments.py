@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from vlmtune.errors import VlmtuneError
+from vlmtune.models.generate import for_inference
 from vlmtune.models.loading import load_model
 from vlmtune.service import listing, models
 from vlmtune.service import names as n
@@ -138,7 +139,7 @@ def load_engine(source: models.ModelSource, arn: str, device: str) -> Engine:
     model, processor = load_model(source.source, device, adapters=adapters)
     if source.adapter:
         model = model.merge_and_unload()
-    return Engine(model.eval(), processor, arn, [])
+    return Engine(for_inference(model), processor, arn, [])
 
 
 def describe(row: dict) -> dict:

@@ -33,7 +33,7 @@ from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
 from vlmtune.models.constrained import json_schema_logits_processor
 from vlmtune.models.encode import collate_prompts, encode_prompt, image_placeholder
-from vlmtune.models.generate import Generation, Sampling, continuation, finish_text, generate_encoded
+from vlmtune.models.generate import Generation, Sampling, continuation, finish_text, for_inference, generate_encoded
 from vlmtune.models.loading import load_model
 from vlmtune.models.segments import EncodeTimeout
 from vlmtune.serving import BadRequest, ServeConfig
@@ -163,8 +163,7 @@ class Engine:
         if base_id in cfg.adapters:
             raise VlmtuneError(f"--adapter {base_id}=...: the name {base_id!r} is the base model's id; pick another")
         model, processor = load_model(cfg.model, cfg.device, adapters=cfg.adapters)
-        model.eval()
-        return cls(model, processor, base_id, list(cfg.adapters), cfg.max_batch, cfg.max_queue,
+        return cls(for_inference(model), processor, base_id, list(cfg.adapters), cfg.max_batch, cfg.max_queue,
                    cfg.batch_wait_ms / 1000, metrics, cfg.max_prompt_tokens)
 
     @property

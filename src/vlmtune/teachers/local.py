@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from vlmtune.models.generate import Sampling, generate_batch
+from vlmtune.models.generate import Sampling, for_inference, generate_batch
 from vlmtune.models.loading import load_model
 from vlmtune.teachers.base import Answer, Question, Settings, TeacherError
 
@@ -22,7 +22,7 @@ from vlmtune.teachers.base import Answer, Question, Settings, TeacherError
 class LocalTeacher:
     def __init__(self, model: str, adapter: Path | None = None, device: str = "auto"):
         self.model, self.processor = load_model(model, device, adapters={"default": adapter} if adapter else None)
-        self.model.eval()
+        self.model = for_inference(self.model)
         self._lock = threading.Lock()  # generation is not thread-safe; concurrent askers take turns
         self.identity = {"kind": "local", "model": model, "weights": weights_fingerprint(model),
                          "adapter": weights_fingerprint(str(adapter)) if adapter else ""}
