@@ -211,6 +211,19 @@ def test_create_custom_model_registers_a_model_folder(client, service, trained, 
     arn = client.create_custom_model(modelName="charts-copy", modelSourceConfig={"s3DataSource": {"s3Uri": f"file://{run}"}})["modelArn"]
     model = wait_for(lambda: (m := client.get_custom_model(modelIdentifier=arn))["modelStatus"] != "Creating" and m, timeout=60)
     assert model["modelStatus"] == "Active" and model["customizationType"] == "IMPORTED" and model["modelName"] == "charts-copy"
+    # The client commands deploy it by name, list it, and delete it; it answers as the job's own model does.
+    runner, args = CliRunner(), ["--endpoint", service.url, "--api-key", API_KEY]
+    created = runner.invoke(main, ["deployments", "create", "--name", "copy", "--model", "charts-copy", *args])
+    assert created.exit_code == 0, created.output
+    dep = created.stdout.strip()  # (output has the in-process server's loading bar too)
+    assert client.get_custom_model_deployment(customModelDeploymentIdentifier=dep)["status"] == "Active"  # it waited
+    listed = runner.invoke(main, ["deployments", "list", "--json", *args])
+    assert dep in [d["customModelDeploymentArn"] for d in json.loads(listed.stdout)["modelDeploymentSummaries"]], listed.output
+    assert ask(runtime(service.url), "copy")["output"] == ask(runtime(service.url), "charts")["output"]  # the same weights
+    deleted = runner.invoke(main, ["deployments", "delete", "copy", *args])
+    assert deleted.exit_code == 0 and deleted.stdout == "deleted copy\n", deleted.output
+    missing = runner.invoke(main, ["deployments", "create", "--name", "nothing", "--model", "no-such-model", *args])
+    assert missing.exit_code == 1 and "ResourceNotFoundException" in missing.output and "Traceback" not in missing.output
     client.delete_custom_model(modelIdentifier="charts-copy")
     assert [m["modelName"] for m in client.list_custom_models()["modelSummaries"]] == ["charts-ft-model"]
 
