@@ -50,8 +50,8 @@ def build(name: str, folder: Path) -> Path:
 
 def write_data(folder: Path, n: int, kind: str = "charts") -> Path:
     """Bedrock JSONL beside its PNGs, as `vlmtune quickstart` writes them: synthetic chart questions, or ("mix")
-    three charts to one W-2 page in a shuffled order, as a test file of mixed documents comes. A W-2 question
-    (extract every field as JSON) is about five times a chart question's tokens."""
+    three charts to one W-2 page in a shuffled order, as a test file of mixed documents comes. With the tiny
+    LLaVA's tokenizer a chart prompt is 79 tokens, a W-2 one (extract every field as JSON) up to 378."""
     import random
 
     from vlmtune.data.formats.bedrock import write_bedrock
