@@ -164,8 +164,9 @@ def test_a_window_also_ends_at_its_byte_budget(tiny, mixed, monkeypatch):
     assert [p for b in batches for p in b.positions] == list(range(12)) and all(len(b.positions) == 1 for b in batches)
 
 
-def test_eval_starts_encoding_prompts_before_the_weights_load(tmp_path, mixed, monkeypatch):
-    """The encoding worker is already running when the weights start loading; the answers are the usual ones."""
+@pytest.fixture
+def saved_tiny(tmp_path, mixed, monkeypatch):
+    """(model folder, test file, workers alive each time weights started loading): the tiny model saved to a folder."""
     from vlmtune.models import loading
     from vlmtune.models.tiny import build_tiny
 
@@ -181,35 +182,28 @@ def test_eval_starts_encoding_prompts_before_the_weights_load(tmp_path, mixed, m
         return real(*args, **kwargs)
 
     monkeypatch.setattr(loading.AutoModelForImageTextToText, "from_pretrained", from_pretrained)
-    args = ["eval", "--data", root / "test.jsonl", "--task", "chartqa", "--max-new-tokens", 3, "--batch-size", 3]
-    early = CliRunner().invoke(main, [str(a) for a in (*args, "--model", tmp_path / "m", "--out", tmp_path / "a")])
+    return tmp_path / "m", root / "test.jsonl", seen
+
+
+def test_eval_starts_encoding_prompts_before_the_weights_load(tmp_path, saved_tiny):
+    """The encoding worker is already running when the weights start loading; the answers are the usual ones."""
+    folder, data, seen = saved_tiny
+    args = ["eval", "--data", data, "--task", "chartqa", "--max-new-tokens", 3, "--batch-size", 3]
+    early = CliRunner().invoke(main, [str(a) for a in (*args, "--model", folder, "--out", tmp_path / "a")])
     built = CliRunner().invoke(main, [str(a) for a in (*args, "--out", tmp_path / "b")])  # the same model, built in memory
     assert early.exit_code == 0 and built.exit_code == 0, early.output + built.output
     assert seen == [1]  # one worker, started before the weights
     answers = [[json.loads(line)["prediction"] for line in (tmp_path / d / "predictions.jsonl").read_text().splitlines()] for d in "ab"]
-    assert answers[0] == answers[1] and len(answers[0]) == len(records)
+    assert answers[0] == answers[1] and len(answers[0]) == 12
 
 
-def test_weights_that_fail_to_load_stop_the_worker_and_leave_no_files(tmp_path, mixed, monkeypatch):
-    from vlmtune.models import loading
-    from vlmtune.models.tiny import build_tiny
-
-    root, records = mixed
-    write_bedrock(root / "test.jsonl", records)
-    model, processor = build_tiny(0)
-    model.save_pretrained(tmp_path / "m")
-    processor.save_pretrained(tmp_path / "m")
-    (tmp_path / "m" / "model.safetensors").write_bytes(b"not weights")  # the processor loads; the weights do not
-    seen, real = [], loading.AutoModelForImageTextToText.from_pretrained
-
-    def from_pretrained(*args, **kwargs):
-        seen.append(len(multiprocessing.active_children()))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loading.AutoModelForImageTextToText, "from_pretrained", from_pretrained)
-    result = CliRunner().invoke(main, [str(a) for a in ("eval", "--data", root / "test.jsonl", "--task", "chartqa",
-                                                        "--model", tmp_path / "m", "--out", tmp_path / "o")])
+def test_weights_that_fail_to_load_stop_the_worker_and_leave_no_files(tmp_path, saved_tiny):
+    folder, data, seen = saved_tiny
+    (folder / "model.safetensors").write_bytes(b"not weights")  # the processor loads; the weights do not
+    result = CliRunner().invoke(main, [str(a) for a in ("eval", "--data", data, "--task", "chartqa", "--model", folder,
+                                                        "--out", tmp_path / "o")])
     assert result.exit_code == 1 and "could not load it as a folder" in result.output, result.output
+    assert "Traceback" not in result.output
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
     for child in multiprocessing.active_children():
         child.join(timeout=10)
