@@ -53,6 +53,7 @@ def save_tiny_adapter(model, folder: Path) -> Path:
 
 @functools.cache
 def shared_server() -> Served:
+    from vlmtune.models.generate import for_inference
     from vlmtune.models.loading import attach_adapters
     from vlmtune.models.tiny import build_tiny
     from vlmtune.serving import ServeConfig
@@ -68,7 +69,7 @@ def shared_server() -> Served:
     cfg = ServeConfig(model="tiny", api_key=API_KEY, allow_local_images=root / "images", max_tokens=64,
                       max_body_bytes=2_000_000, max_image_bytes=300_000, max_image_pixels=1024 * 1024,
                       max_images=4, request_timeout=60, adapters={ADAPTER: adapter})
-    engine = Engine(attach_adapters(model, cfg.adapters), processor, "tiny", [ADAPTER], max_batch=16)
+    engine = Engine(for_inference(attach_adapters(model, cfg.adapters)), processor, "tiny", [ADAPTER], max_batch=16)  # as Engine.load
     app = create_app(cfg, engine)
     server = BackgroundServer(app).__enter__()
     atexit.register(server.__exit__)

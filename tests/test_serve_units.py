@@ -256,3 +256,18 @@ def test_event_stream_frames_parse_with_botocore():
     assert json.loads(first.payload) == {"contentBlockIndex": 0, "delta": {"text": "héllo"}}
     assert second.headers[":message-type"] == "exception" and second.headers[":exception-type"] == "validationException"
     assert second.to_response_dict()["status_code"] == 400
+
+
+def test_switching_adapters_keeps_a_served_model_frozen(tmp_path):
+    """peft's set_adapter makes the adapter trainable unless told otherwise, which would take generation off
+    torch.inference_mode for every request after the first to name an adapter."""
+    from serve_fixtures import ADAPTER, save_tiny_adapter
+    from vlmtune.models.generate import for_inference
+    from vlmtune.models.loading import attach_adapters
+    from vlmtune.models.tiny import build_tiny
+
+    model, processor = build_tiny(0)
+    engine = Engine(for_inference(attach_adapters(model, {ADAPTER: save_tiny_adapter(model, tmp_path)})), processor, "tiny", [ADAPTER])
+    for model_id in (ADAPTER, "tiny", ADAPTER):
+        with engine._adapter(model_id):
+            assert not any(p.requires_grad for p in engine.model.parameters()), model_id

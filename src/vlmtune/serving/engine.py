@@ -353,7 +353,7 @@ class Engine:
             return nullcontext()
         if model_id == self.base_id:
             return self.model.disable_adapter()
-        self.model.set_adapter(model_id)
+        self.model.set_adapter(model_id, inference_mode=True)  # frozen: peft would make it trainable, and no_grad slower
         return nullcontext()
 
 
