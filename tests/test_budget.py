@@ -52,6 +52,21 @@ def test_a_model_folders_budget_is_the_sequence_length_training_encodes(saved_fa
             assert text + image == encoded, (name, width, height, len(images))
 
 
+def test_training_counts_are_the_length_and_trained_tokens_of_the_encoding(saved_family):
+    """What the length pass counts from image headers instead of encoding (past the memory budget)."""
+    from vlmtune.training.data import label_tokens
+
+    name, folder = saved_family
+    budget = load_budget(str(folder), max_pixels=10**9)
+    answered_by_image = Record((Message("user", (TextPart("Draw it."),)), Message("assistant", (ImagePart("a.png"),))))
+    for width, height in SIZES:
+        for record in (qa_record("a.png", "Which colour is the tallest bar?", "red"), two_turns(name)):
+            example = encode_record(budget.processor, record, [Image.new("RGB", (width, height))] * len(record.images))
+            counted = budget.training_counts(record, [(width, height)] * len(record.images))
+            assert counted == (len(example["input_ids"]), label_tokens(example)), (name, width, height, len(record.images))
+    assert budget.training_counts(answered_by_image, [(64, 64)]) is None  # only encoding tells what an image there trains
+
+
 def test_the_built_in_tiny_models_are_counted_with_their_own_processors():
     record = two_turns("qwen2-vl")
     budget = load_budget("tiny-qwen2-vl", max_pixels=10**9)

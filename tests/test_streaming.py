@@ -71,8 +71,38 @@ def test_records_within_the_memory_budget_are_encoded_once_and_the_rest_every_ep
     assert len(calls) == 16  # 12 training and 4 validation records, each encoded by the length pass only
     calls.clear()
     streamed = train(_cfg(tmp_path / "b", num_workers=0, epochs=3, encoded_memory_mb=0))
-    assert len(calls) == 16 + 3 * 12 + 3 * 4  # the length pass, then every epoch and its validation
+    # No budget: the length pass counts every record from its image's header, and every epoch (and its
+    # validation) encodes them; the counts were the encodings' own, so the run is the same run.
+    assert len(calls) == 3 * 12 + 3 * 4
     assert _losses(kept) == pytest.approx(_losses(streamed), rel=1e-6)
+
+
+def test_the_length_pass_counts_past_the_budget_what_encoding_would_measure(tmp_path, monkeypatch):
+    """The same records kept, with the same lengths and trained tokens, counted or encoded; mixed sizes and families."""
+    from vlmtune.data.images import with_absolute_images
+    from vlmtune.data.record import qa_record
+    from vlmtune.models.tiny import build_tiny
+    from vlmtune.models.tiny_families import build_tiny_family
+    from vlmtune.training.data import RecordDataset, scan_records
+    from vlmtune.training.record_cache import MemoryCache
+
+    (tmp_path / "images").mkdir()
+    records = []
+    for i, (w, h) in enumerate([(64, 64), (612, 792), (30, 100), (200, 13), (64, 64)]):
+        Image.new("RGB", (w, h), (i * 40, 0, 0)).save(tmp_path / "images" / f"{i}.png")
+        records.append(with_absolute_images(qa_record(f"images/{i}.png", "Which colour? " * (i * 9), "red " * (i * 40)), tmp_path))
+    for name, (model, processor) in {"tiny": build_tiny(0), "qwen2-vl": build_tiny_family("qwen2-vl"), "smolvlm": build_tiny_family("smolvlm")}.items():
+        def scanned(budget_mb: int, max_length: int):
+            dataset = RecordDataset(processor, records, tmp_path, 10**6, memory=MemoryCache(budget_mb), family=model.config.model_type)
+            out = scan_records(dataset, max_length, "drop", "encoding", workers=0)
+            return out.kept, out.lengths, out.label_tokens, dict(out.dropped)
+
+        cut = sorted(scanned(1024, 10**6)[1])[2]  # the three shortest fit; the others are dropped
+        encoded = scanned(1024, cut)
+        calls = _count_encodes(monkeypatch)
+        counted = scanned(0, cut)
+        assert calls == [] and counted == encoded and encoded[3]["longer than max_length"] >= 1, name
+        monkeypatch.undo()
 
 
 def test_the_memory_budget_keeps_whole_records_and_no_more():

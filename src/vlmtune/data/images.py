@@ -9,6 +9,8 @@ import io
 import os
 import stat
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -181,6 +183,19 @@ def load_image(part: ImagePart, root: Path, origin: str = "", max_pixels: int = 
 
     The pixel count is read from the header and checked before anything is decoded.
     """
+    with _opened(part, root, origin, max_pixels) as img:
+        return img.convert("RGB")
+
+
+def image_size(part: ImagePart, root: Path, origin: str = "", max_pixels: int = MAX_DECODED_PIXELS) -> tuple[int, int]:
+    """(width, height) from the image's header, nothing decoded; refused as `load_image` refuses."""
+    with _opened(part, root, origin, max_pixels) as img:
+        return img.size
+
+
+@contextmanager
+def _opened(part: ImagePart, root: Path, origin: str, max_pixels: int) -> Iterator[Image.Image]:
+    """The image opened from its header, its pixel count checked; errors in the body (decoding) name the record too."""
     try:
         data = read_image_bytes(part, root)
     except VlmtuneError as e:
@@ -193,7 +208,7 @@ def load_image(part: ImagePart, root: Path, origin: str = "", max_pixels: int = 
                 if width * height > max_pixels:
                     raise VlmtuneError(f"{origin}: image {shown_source(part.source)}: refused without decoding: {width}x{height} ="
                                        f" {width * height:,} pixels, expected at most {max_pixels:,}")
-                return img.convert("RGB")
+                yield img
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError, SyntaxError) as e:
         raise VlmtuneError(f"{origin}: image {shown_source(part.source)}: expected a readable image, found {e}") from None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -25,8 +26,9 @@ from vlmtune.data.record import Record
 from vlmtune.data.stats import PIXEL_STEPS, DataStats, suggestions, table, wh
 from vlmtune.data.tokens import MLLAMA_TOKENS_PER_TILE, estimate_text_tokens, mllama_tiles
 from vlmtune.errors import VlmtuneError
-from vlmtune.models.encode import conversation_segments, image_placeholder
+from vlmtune.models.encode import conversation_segments, image_placeholder, special_ids
 from vlmtune.models.loading import load_processor
+from vlmtune.models.segments import Segment
 from vlmtune.models.tiny_families import TINY_FAMILIES, build_tiny_family
 from vlmtune.targets import TARGETS
 
@@ -114,19 +116,46 @@ class Budget:
             return estimate_text_tokens(record.system + "".join(m.text for m in record.messages)), image
         return self._template_tokens(record) - len(sizes) * self._placeholder_tokens, image
 
+    def training_counts(self, record: Record, sizes: list[tuple[int, int]]) -> tuple[int, int] | None:
+        """(sequence length, tokens in the loss) of a chat record, as `encode_record` and training's
+        `label_tokens` count them, from its images' sizes alone. None where only encoding can tell: without
+        the model's own tokenizer, with an image inside a trained (assistant) turn, or with images the chat
+        template does not place (which encoding refuses, naming the record).
+        """
+        if not self.exact_text:
+            return None
+        try:
+            image = sum(self.image_tokens(w, h) for w, h in sizes)
+        except VlmtuneError:  # a processor without the size arithmetic
+            return None
+        placeholder, special = image_placeholder(self.processor), special_ids(self.processor.tokenizer)
+        length, trained, placed = image - len(sizes) * self._placeholder_tokens, 0, 0
+        for number, (seg, ids) in enumerate(self._pieces(record)):
+            placed += seg.text.count(placeholder)
+            if seg.trained and placeholder in seg.text:
+                return None
+            length += len(ids)
+            if seg.trained:  # up to its end-of-turn token, as _assistant_labels trains it
+                hits = [i for i, t in enumerate(ids) if t in special]
+                trained += (hits[-1] + 1 if hits else len(ids)) - (number == 0)  # the first token is never predicted
+        return (length, trained) if placed == len(sizes) else None
+
     @property
     def _placeholder_tokens(self) -> int:
         return len(self.processor.tokenizer(image_placeholder(self.processor), add_special_tokens=False)["input_ids"])
 
     def _template_tokens(self, record: Record) -> int:
         """Tokens of the chat-template pieces training tokenizes, placeholders counted as written."""
-        tok = self.processor.tokenizer
-        total = 0
+        return sum(len(ids) for _, ids in self._pieces(record))
+
+    def _pieces(self, record: Record) -> Iterator[tuple[Segment, list[int]]]:
+        """Each chat-template piece training tokenizes, with its ids; PaliGemma's image piece with the two tokens
+        its processor adds (<bos> after the images, "\n" after the prefix)."""
+        tok, placeholder = self.processor.tokenizer, image_placeholder(self.processor)
         for seg in conversation_segments(self.processor, record):
-            total += len(tok(seg.text, add_special_tokens=False)["input_ids"])
-            if self.family == "paligemma" and image_placeholder(self.processor) in seg.text:
-                total += _PALIGEMMA_EXTRA  # its processor adds <bos> after the images and "\n" after the prefix
-        return total
+            ids = tok(seg.text, add_special_tokens=False)["input_ids"]
+            extra = _PALIGEMMA_EXTRA if self.family == "paligemma" and placeholder in seg.text else 0
+            yield seg, ids + [-1] * extra
 
 
 _PALIGEMMA_EXTRA = 2

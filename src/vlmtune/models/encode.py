@@ -67,7 +67,7 @@ def encode_record(processor, record: Record, images: list[Image.Image], add_gene
         plan.append((seg, remaining[:n_images]))
         remaining = remaining[n_images:]
     texts = iter(_tokenize(processor.tokenizer, [seg.text for seg, seg_images in plan if not seg_images]))
-    special = _special_ids(processor.tokenizer) if any(seg.trained for seg in segments) else set()  # once: it is not cheap
+    special = special_ids(processor.tokenizer) if any(seg.trained for seg in segments) else set()  # once: it is not cheap
     for seg, seg_images in plan:
         if deadline is not None and time.monotonic() > deadline:
             raise EncodeTimeout(f"{record.origin}: encoding stopped: past the request's deadline")
@@ -192,7 +192,8 @@ def _drop_added_bos(processor, text: str, enc: dict) -> dict:
     return {k: (v[:, keep] if k in TOKEN_KEYS else v) for k, v in enc.items()}
 
 
-def _special_ids(tok) -> set[int]:
+def special_ids(tok) -> set[int]:
+    """Ids of every special token: where an assistant turn's trained tokens end (`_assistant_labels`)."""
     return {i for i, t in tok.added_tokens_decoder.items() if t.special} | set(tok.all_special_ids)
 
 

@@ -24,9 +24,10 @@ from accelerate.utils import gather_object
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from vlmtune.data.images import capped_size, load_record_images
+from vlmtune.data.images import capped_size, image_size, load_record_images
 from vlmtune.data.record import Record
 from vlmtune.errors import VlmtuneError
+from vlmtune.models.budget import Budget
 from vlmtune.models.encode import IGNORE_INDEX, collate, encode_pretraining, encode_record
 from vlmtune.models.packing import collate_packed
 from vlmtune.progress import console, progress_bar
@@ -58,9 +59,13 @@ class RecordDataset(Dataset):
     """
 
     def __init__(self, processor, records: list[Record], images_root: Path, max_pixels: int, cache_dir: Path | None = None,
-                 objective: str = "fine-tune", memory: MemoryCache | None = None):
+                 objective: str = "fine-tune", memory: MemoryCache | None = None, family: str = ""):
         self.processor, self.records, self.images_root, self.max_pixels = processor, records, Path(images_root), max_pixels
         self.objective, self.memory = objective, memory
+        # Counting a record from its images' headers (`count`) is for chats (a document encodes otherwise) and
+        # not with the on-disk cache, which the length pass fills by encoding.
+        countable = family and objective != "pretrain" and not cache_dir
+        self.budget = Budget(family, processor, "", exact_text=True, max_pixels=max_pixels) if countable else None
         self.kept: dict[int, dict[str, torch.Tensor]] = {}  # by index, within `memory`'s budget
         self.encode = encode_pretraining if objective == "pretrain" else encode_record
         code = inspect.getsource(sys.modules[__name__]) + objective  # a document and a chat encode differently
@@ -69,6 +74,16 @@ class RecordDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def count(self, i: int) -> tuple[int, int] | None:
+        """(tokens, tokens in the loss) of record i from its images' headers, nothing decoded: what encoding it gives
+        (models/budget.py). None where only encoding can tell. A record the processor itself would refuse is
+        then refused when a batch first encodes it, in one line as here."""
+        if self.budget is None:
+            return None
+        record = self.records[i]
+        sizes = [image_size(p, self.images_root, record.origin) for p in record.images]
+        return self.budget.training_counts(record, sizes)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if i in self.kept:
@@ -143,9 +158,11 @@ def scan_records(dataset: RecordDataset, max_length: int, on_too_long: str, desc
 class _Measure(Dataset):
     """(index, tokens, label tokens, error, example) for a chunk of records; a user error travels back as text.
 
-    The example itself comes back only while there may be room for it in the memory budget: once one worker
-    alone has sent a budget's worth, the budget is spent, and sending more would only hold pages in transit
-    (what a worker has sent and the training process not yet taken is memory too).
+    While there may be room in the memory budget, a record is encoded and sent back to be kept. The first one
+    that does not fit in what this worker alone may still send spends the budget (sending more would only hold
+    pages in transit: what a worker has sent and the training process not yet taken is memory too). From
+    then on records are counted from their images' headers where that is exact (`RecordDataset.count`),
+    about a hundredth of encoding a page, so a large dataset's first step does not wait for all of it to encode.
     """
 
     def __init__(self, dataset: RecordDataset):
@@ -156,10 +173,14 @@ class _Measure(Dataset):
         out = []
         for i in chunk:
             try:
+                counted = self.dataset.count(i) if self.room <= 0 else None
+                if counted is not None:
+                    out.append((i, *counted, "", None))
+                    continue
                 example = self.dataset[i]
                 size = nbytes(example)
                 sent = example if 0 < size <= self.room else None
-                self.room -= size if sent is not None else 0
+                self.room = self.room - size if sent is not None else 0
                 out.append((i, len(example["input_ids"]), label_tokens(example), "", sent))
             except VlmtuneError as e:
                 out.append((i, 0, 0, str(e), None))

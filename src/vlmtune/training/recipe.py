@@ -124,10 +124,9 @@ def finetune(model, processor, train, val, images_root: Path, hp: Hyperparameter
     rank, processes = acc.process_index, acc.num_processes
     scan = (hp.max_length, hp.on_too_long)
     memory = MemoryCache(hp.encoded_memory_mb)  # one budget for both sets: training records are offered first
-    train_set = scan_records(RecordDataset(processor, train, images_root, hp.max_pixels, hp.encoded_cache, objective, memory),
-                             *scan, "encoding train", hp.num_workers, rank, processes)
-    val_set = scan_records(RecordDataset(processor, val, images_root, hp.max_pixels, hp.encoded_cache, objective, memory),
-                           *scan, "encoding validation", hp.num_workers, rank, processes) if val else None
+    data = (images_root, hp.max_pixels, hp.encoded_cache, objective, memory, model.config.model_type)
+    train_set = scan_records(RecordDataset(processor, train, *data), *scan, "encoding train", hp.num_workers, rank, processes)
+    val_set = scan_records(RecordDataset(processor, val, *data), *scan, "encoding validation", hp.num_workers, rank, processes) if val else None
     unpackable = packing_problem(model) if hp.packing else ""
     notes += [f"packing off: {unpackable}; training unpacked"] if unpackable else []
     unkept = frozen_vision_problem(model) if hp.vision_feature_cache_mb else "off"
