@@ -5,8 +5,9 @@ Before training, one pass over the records (in the same workers) measures each r
 over `max_length` are dropped with a count (or stop the run), and the lengths let batches be grouped and
 packed. What that pass encodes is kept in host memory up to a budget (`encoded_memory_mb`), so a dataset
 that fits is encoded once, as if it were all encoded up front, and a larger one costs no more memory than
-the budget; with `encoded_cache` set every record also goes to disk, and later epochs and re-runs read it
-back (training/record_cache.py).
+the budget; past the budget records are counted from their images' headers instead (models/budget.py),
+so the first step does not wait for a large dataset to encode. With `encoded_cache` set every record is
+encoded and goes to disk, and later epochs and re-runs read it back (training/record_cache.py).
 """
 
 from __future__ import annotations
