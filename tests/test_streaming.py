@@ -91,16 +91,16 @@ def test_the_length_pass_counts_past_the_budget_what_encoding_would_measure(tmp_
     for i, (w, h) in enumerate([(64, 64), (612, 792), (30, 100), (200, 13), (64, 64)]):
         Image.new("RGB", (w, h), (i * 40, 0, 0)).save(tmp_path / "images" / f"{i}.png")
         records.append(with_absolute_images(qa_record(f"images/{i}.png", "Which colour? " * (i * 9), "red " * (i * 40)), tmp_path))
-    for name, (model, processor) in {"tiny": build_tiny(0), "qwen2-vl": build_tiny_family("qwen2-vl"), "smolvlm": build_tiny_family("smolvlm")}.items():
-        def scanned(budget_mb: int, max_length: int):
-            dataset = RecordDataset(processor, records, tmp_path, 10**6, memory=MemoryCache(budget_mb), family=model.config.model_type)
-            out = scan_records(dataset, max_length, "drop", "encoding", workers=0)
-            return out.kept, out.lengths, out.label_tokens, dict(out.dropped)
+    def scanned(model, processor, budget_mb: int, max_length: int):
+        dataset = RecordDataset(processor, records, tmp_path, 10**6, memory=MemoryCache(budget_mb), family=model.config.model_type)
+        out = scan_records(dataset, max_length, "drop", "encoding", workers=0)
+        return out.kept, out.lengths, out.label_tokens, dict(out.dropped)
 
-        cut = sorted(scanned(1024, 10**6)[1])[2]  # the three shortest fit; the others are dropped
-        encoded = scanned(1024, cut)
+    for name, built in {"tiny": build_tiny(0), "qwen2-vl": build_tiny_family("qwen2-vl"), "smolvlm": build_tiny_family("smolvlm")}.items():
+        cut = sorted(scanned(*built, 1024, 10**6)[1])[2]  # the three shortest fit; the others are dropped
+        encoded = scanned(*built, 1024, cut)
         calls = _count_encodes(monkeypatch)
-        counted = scanned(0, cut)
+        counted = scanned(*built, 0, cut)
         assert calls == [] and counted == encoded and encoded[3]["longer than max_length"] >= 1, name
         monkeypatch.undo()
 
