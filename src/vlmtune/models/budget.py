@@ -15,7 +15,7 @@ import json
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 from vlmtune.config import Hyperparameters
@@ -128,34 +128,39 @@ class Budget:
             image = sum(self.image_tokens(w, h) for w, h in sizes)
         except VlmtuneError:  # a processor without the size arithmetic
             return None
-        placeholder, special = image_placeholder(self.processor), special_ids(self.processor.tokenizer)
+        placeholder, special = image_placeholder(self.processor), self._special
         length, trained, placed = image - len(sizes) * self._placeholder_tokens, 0, 0
-        for number, (seg, ids) in enumerate(self._pieces(record)):
+        for number, (seg, ids, added) in enumerate(self._pieces(record)):
             placed += seg.text.count(placeholder)
             if seg.trained and placeholder in seg.text:
                 return None
-            length += len(ids)
+            length += len(ids) + added
             if seg.trained:  # up to its end-of-turn token, as _assistant_labels trains it
                 hits = [i for i, t in enumerate(ids) if t in special]
                 trained += (hits[-1] + 1 if hits else len(ids)) - (number == 0)  # the first token is never predicted
         return (length, trained) if placed == len(sizes) else None
 
-    @property
+    # Once per budget, not per record: the length pass asks for them on every record it counts.
+    @cached_property
     def _placeholder_tokens(self) -> int:
         return len(self.processor.tokenizer(image_placeholder(self.processor), add_special_tokens=False)["input_ids"])
 
+    @cached_property
+    def _special(self) -> set[int]:
+        return special_ids(self.processor.tokenizer)
+
     def _template_tokens(self, record: Record) -> int:
         """Tokens of the chat-template pieces training tokenizes, placeholders counted as written."""
-        return sum(len(ids) for _, ids in self._pieces(record))
+        return sum(len(ids) + added for _, ids, added in self._pieces(record))
 
-    def _pieces(self, record: Record) -> Iterator[tuple[Segment, list[int]]]:
-        """Each chat-template piece training tokenizes, with its ids; PaliGemma's image piece with the two tokens
-        its processor adds (<bos> after the images, "\n" after the prefix)."""
+    def _pieces(self, record: Record) -> Iterator[tuple[Segment, list[int], int]]:
+        """Each chat-template piece training tokenizes: its ids, and the tokens its processor adds (PaliGemma's
+        image piece gets two: <bos> after the images, "\n" after the prefix)."""
         tok, placeholder = self.processor.tokenizer, image_placeholder(self.processor)
         for seg in conversation_segments(self.processor, record):
             ids = tok(seg.text, add_special_tokens=False)["input_ids"]
             extra = _PALIGEMMA_EXTRA if self.family == "paligemma" and placeholder in seg.text else 0
-            yield seg, ids + [-1] * extra
+            yield seg, ids, extra
 
 
 _PALIGEMMA_EXTRA = 2
